@@ -1,0 +1,1 @@
+"""Data layer: readers, filtering, splitting, noise, graphs' inputs and the DataModule."""

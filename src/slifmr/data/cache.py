@@ -1,0 +1,79 @@
+"""Content-addressed cache of prepared datasets, written atomically.
+
+The key hashes the bytes of every input file and the preparation settings, so editing a file
+or a setting can never serve a stale split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from slifmr.data.dataset import RecDataset
+
+
+def file_digest(path: Path, h: "hashlib._Hash") -> None:
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+
+
+def cache_key(inputs: list[Path], settings: dict) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for p in sorted(inputs):
+        h.update(p.name.encode())
+        file_digest(p, h)
+    return h.hexdigest()
+
+
+def input_files(path: Path) -> list[Path]:
+    """The files a reader may read: every regular file directly in the dataset directory."""
+    return sorted(p for p in Path(path).iterdir() if p.is_file())
+
+
+def save(ds: RecDataset, target: Path) -> None:
+    """Write to a temporary name in the same directory, then rename: never half-written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {
+        "meta": np.array(json.dumps({
+            "name": ds.name, "n_users": ds.n_users, "n_items": ds.n_items,
+            "n_entities": ds.n_entities, "n_relations": ds.n_relations,
+            "relation_names": list(ds.relation_names), "features": list(ds.features),
+        })),
+        "train": ds.train, "valid": ds.valid, "test": ds.test,
+        "user_ids": ds.user_ids.astype(str), "item_ids": ds.item_ids.astype(str),
+    }
+    if ds.kg is not None:
+        arrays["kg"] = ds.kg
+    for k in ds.features:
+        arrays[f"feat__{k}"] = ds.features[k]
+        arrays[f"mask__{k}"] = ds.feature_masks[k]
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path) -> RecDataset:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        return RecDataset(
+            name=meta["name"], n_users=meta["n_users"], n_items=meta["n_items"],
+            train=z["train"], valid=z["valid"], test=z["test"],
+            user_ids=z["user_ids"], item_ids=z["item_ids"],
+            kg=z["kg"] if "kg" in z else None,
+            n_entities=meta["n_entities"], n_relations=meta["n_relations"],
+            relation_names=meta["relation_names"],
+            features={k: z[f"feat__{k}"] for k in meta["features"]},
+            feature_masks={k: z[f"mask__{k}"] for k in meta["features"]},
+        )

@@ -1,0 +1,148 @@
+"""LightningDataModule: reads a dataset once (cached), owns the graph store and the samplers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from slifmr.data import cache
+from slifmr.data.dataset import RecDataset
+from slifmr.data.formats import read_dataset
+from slifmr.data.graph_store import GraphStore
+from slifmr.data.pipeline import build_rec_dataset
+from slifmr.data.sampling import BPRBatches, RankingBatches
+from slifmr.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+class RecDataModule(pl.LightningDataModule):
+    """One dataset on disk -> train batches, valid/test ranking batches and graphs.
+
+    Test interactions are only handed out by ``test_dataloader``: nothing before
+    ``trainer.test`` can see them (SPEC evaluation protocol).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        format: str = "kgat",
+        features: Sequence[str] | None = None,
+        reader_options: dict | None = None,
+        kcore: int | Sequence[int] = 0,
+        split: str = "random",
+        ratios: Sequence[float] = (0.8, 0.1, 0.1),
+        valid_ratio: float = 0.1,
+        split_seed: int = 2025,
+        batch_size: int = 4096,
+        eval_batch_size: int = 2048,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ):
+        super().__init__()
+        self.name = name
+        self.path = Path(path).expanduser()
+        self.format = format
+        self.features = None if features is None else list(features)
+        self.reader_options = dict(reader_options or {})
+        self.kcore = kcore if isinstance(kcore, int) else list(kcore)
+        self.split = split
+        self.ratios = list(ratios)
+        self.valid_ratio = valid_ratio
+        self.split_seed = split_seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.cache_dir = None if cache_dir is None else Path(cache_dir).expanduser()
+        self.data: RecDataset | None = None
+        self.graphs: GraphStore | None = None
+        self._train: BPRBatches | None = None
+
+    # -- loading ---------------------------------------------------------------------------
+    def _settings(self) -> dict:
+        return {
+            "format": self.format, "features": self.features, "reader_options": self.reader_options,
+            "kcore": self.kcore, "split": self.split, "ratios": self.ratios,
+            "valid_ratio": self.valid_ratio, "split_seed": self.split_seed, "version": 1,
+        }
+
+    def _build(self) -> RecDataset:
+        opts = dict(self.reader_options)
+        if self.features is not None and self.format == "kgat":
+            opts["features"] = self.features
+        raw = read_dataset(self.format, self.path, name=self.name, **opts)
+        if self.features is not None:
+            missing = [f for f in self.features if f not in raw.features]
+            if missing:
+                raise DataError(
+                    f"dataset.features asks for {missing}, but {self.path} only has {sorted(raw.features)}"
+                )
+            raw.features = {k: raw.features[k] for k in self.features}
+            raw.feature_masks = {k: raw.feature_masks[k] for k in self.features}
+        return build_rec_dataset(raw, self.kcore, self.split, self.ratios, self.valid_ratio, self.split_seed)
+
+    def load(self) -> RecDataset:
+        """Read (or fetch from the cache) the filtered, split dataset."""
+        if not self.path.is_dir():
+            raise DataError(f"dataset '{self.name}': directory not found: {self.path} (set dataset.path)")
+        if self.cache_dir is None:
+            return self._build()
+        key = cache.cache_key(cache.input_files(self.path), self._settings())
+        target = self.cache_dir / f"{self.name}-{key}.npz"
+        if target.exists():
+            return cache.load(target)
+        ds = self._build()
+        cache.save(ds, target)
+        return ds
+
+    def prepare_data(self) -> None:
+        # Runs on one process per node under DDP: fills the cache so the other ranks read it.
+        if self.cache_dir is not None:
+            self.load()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        self.data = self.load()
+        self.graphs = GraphStore(self.data)
+        s = self.data.summary()
+        log.info("dataset %s: %s", self.name, ", ".join(f"{k}={v}" for k, v in s.items()))
+
+    @property
+    def meta(self) -> dict:
+        """What a model needs to know to build its parameters (saved in its hyper-parameters)."""
+        if self.data is None:
+            self.setup()
+        d = self.data
+        return {
+            "n_users": d.n_users, "n_items": d.n_items,
+            "n_entities": d.n_entities, "n_relations": d.n_relations,
+            "features": {k: int(v.shape[1]) for k, v in d.features.items()},
+        }
+
+    # -- loaders ---------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        if self._train is None:
+            self._train = BPRBatches(self.data.train, self.data.n_items, self.batch_size, self.seed)
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        self._train.set_epoch(epoch)
+        self.graphs.set_epoch(epoch)
+        return DataLoader(self._train, batch_size=None, shuffle=False, num_workers=self.num_workers)
+
+    def _ranking(self, known: np.ndarray, truth: np.ndarray) -> DataLoader:
+        ds = RankingBatches(known, truth, self.data.n_users, self.eval_batch_size)
+        return DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._ranking(self.data.train, self.data.valid)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._ranking(np.concatenate([self.data.train, self.data.valid]), self.data.test)

@@ -1,0 +1,184 @@
+"""Helpers shared by the format readers: fast integer-table parsing, id checks, features.
+
+Parsing is vectorised (one pass of numpy over the file bytes plus ``np.fromstring``) so the
+KGAT Amazon-Book files load in well under a second; the slow line-by-line scan only runs
+after the fast path failed, to name the offending line in the :class:`DataError`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from slifmr.data.dataset import check_features, presence_mask
+from slifmr.errors import DataError
+
+# Dense ids above this are surely a corrupt file (and would make id tables explode).
+MAX_ID = 2**31 - 1
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_FEAT_SUFFIX = "_feat.npy"
+
+
+def dataset_dir(path: str | Path) -> Path:
+    """The dataset directory, or a DataError naming it when it does not exist."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise DataError("dataset directory not found", directory)
+    return directory
+
+
+def read_bytes(path: Path) -> bytes:
+    """File contents, or a DataError naming the expected path when the file is missing."""
+    if not path.is_file():
+        raise DataError("required file is missing", path)
+    return path.read_bytes()
+
+
+@dataclass
+class IntLines:
+    """Whitespace-separated integers of a file, flat, with the 0-based line of each token."""
+
+    values: np.ndarray  # (n_tokens,) int64 (or float64 for parse_numeric(dtype=float))
+    token_line: np.ndarray  # (n_tokens,) int64, 0-based line index
+    counts: np.ndarray  # (n_lines,) tokens per line
+
+    def line(self, token: int) -> int:
+        """1-based line number of a token, for error messages."""
+        return int(self.token_line[token]) + 1
+
+
+def parse_int_lines(path: Path, data: bytes, skip_lines: int = 0) -> IntLines:
+    """Parse a file of whitespace-separated integers, keeping each token's line number."""
+    table = parse_numeric(data, skip_lines, np.int64)
+    if table is None:
+        raise _locate_bad_token(path, data, skip_lines)
+    return table
+
+
+def parse_numeric(data: bytes, skip_lines: int = 0, dtype: type = np.int64) -> IntLines | None:
+    """Vectorised parse of whitespace-separated numbers; None when some token is not one.
+
+    The first ``skip_lines`` lines (a header) are left out; token lines keep file numbering.
+    """
+    raw = np.frombuffer(data, dtype=np.uint8)
+    space = (raw == 32) | ((raw >= 9) & (raw <= 13))  # C isspace(), as np.fromstring uses
+    newlines = np.flatnonzero(raw == 10)
+    start = ~space
+    start[1:] &= space[:-1]
+    starts = np.flatnonzero(start)
+    token_line = np.searchsorted(newlines, starts).astype(np.int64)  # newlines before = line
+    if skip_lines:
+        keep = token_line >= skip_lines
+        starts, token_line = starts[keep], token_line[keep]
+    counts = np.bincount(token_line, minlength=len(newlines) + 1)
+    if len(starts) == 0:  # np.fromstring would read a blank text as [0]
+        return IntLines(np.zeros(0, dtype), token_line, counts)
+    text = data[int(starts[0]) :].decode("latin-1")
+    try:
+        values = np.fromstring(text, dtype=dtype, sep=" ")
+    except ValueError:
+        return None
+    if len(values) != len(starts):
+        return None
+    return IntLines(values, token_line, counts)
+
+
+def _locate_bad_token(path: Path, data: bytes, skip_lines: int) -> DataError:
+    """Slow path: find the first token that is not an integer and describe it."""
+    text = data.decode("utf-8", errors="replace")
+    for number, line in enumerate(text.split("\n"), start=1):
+        if number <= skip_lines:
+            continue
+        for token in line.split():
+            if not _INT_RE.fullmatch(token):
+                return DataError(f"malformed line: '{token}' is not an integer id", path, number)
+    return DataError("could not parse the file as whitespace-separated integers", path)
+
+
+def check_ids(
+    values: np.ndarray,
+    lines: np.ndarray,
+    path: Path,
+    what: str,
+    upper: int | None = None,
+    upper_source: str = "",
+) -> None:
+    """Ids must be non-negative, below ``upper`` (a list file's size) and sane.
+
+    ``lines`` holds the 1-based line of each value; only consulted when a check fails.
+    """
+    if len(values) == 0:
+        return
+    bad = np.flatnonzero(values < 0)
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(f"negative {what} id {int(values[i])}", path, int(lines[i]))
+    if upper is not None:
+        bad = np.flatnonzero(values >= upper)
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(
+                f"{what} id {int(values[i])} out of range: {upper_source} has {upper} rows",
+                path,
+                int(lines[i]),
+            )
+    bad = np.flatnonzero(values > MAX_ID)
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(f"{what} id {int(values[i])} is too large for a dense id", path, int(lines[i]))
+
+
+def first_occurrences(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Indices of the first occurrence of each (user, item) pair, in file order."""
+    keys = users * np.int64(max(n_items, 1)) + items
+    _, first = np.unique(keys, return_index=True)
+    return np.sort(first)
+
+
+def is_integer_token(token: str) -> bool:
+    return _INT_RE.fullmatch(token) is not None
+
+
+def dense_ids(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map string tokens to dense ids in sorted order of the token.
+
+    Numeric order when every token is an integer (MovieLens ids: "2" < "10"), else
+    lexicographic; ties between distinct spellings ("7", "07") are broken by the string, so
+    different tokens never merge. Returns (ids (n,) int64, names (n_unique,) str).
+    """
+    uniq, inverse = np.unique(np.asarray(tokens, dtype=str), return_inverse=True)
+    names = [str(u) for u in uniq]
+    if names and all(is_integer_token(t) for t in names):
+        order = np.array(sorted(range(len(names)), key=lambda k: (int(names[k]), names[k])), dtype=np.int64)
+        rank = np.empty(len(names), dtype=np.int64)
+        rank[order] = np.arange(len(names))
+        return rank[inverse.reshape(-1)], uniq[order]
+    return inverse.reshape(-1).astype(np.int64), uniq
+
+
+def feature_files(directory: Path) -> dict[str, Path]:
+    """Every ``<name>_feat.npy`` in a directory, by feature name, sorted."""
+    found = sorted(directory.glob("*" + _FEAT_SUFFIX))
+    return {p.name[: -len(_FEAT_SUFFIX)]: p for p in found if p.is_file() and len(p.name) > len(_FEAT_SUFFIX)}
+
+
+def load_features(
+    files: dict[str, Path], n_items: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Load and validate feature matrices (row i = item i); missing files are DataErrors."""
+    features: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    for name, path in files.items():
+        if not path.is_file():
+            raise DataError(f"feature file for '{name}' is missing", path)
+        try:
+            feat = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(f"feature '{name}' is not a readable .npy matrix ({exc})", path) from exc
+        feat = check_features(name, feat, n_items, str(path))
+        features[name] = feat
+        masks[name] = presence_mask(feat)
+    return features, masks

@@ -1,0 +1,359 @@
+"""Synthetic datasets with planted structure, for tests and benchmarks.
+
+Real datasets cannot tell a test whether a model *should* have learned something. Here every
+signal is planted from known latent factors, so tests can check that it is really there (and
+models can be checked for recovering it):
+
+* users ``P`` and items ``Q`` have Gaussian latent factors; item popularity is Zipf-like;
+* each user's items are drawn without replacement with probability proportional to
+  ``exp(P_u . Q_i / (sqrt(k) * temperature) + log popularity_i)``;
+* each item links in the KG to attribute entities drawn the same way from ``Q_i`` (so items
+  sharing attributes have similar factors), plus ``kg_noise`` random triples;
+* each modality's features are ``Q @ W + noise``, with whole rows missing at a given rate.
+
+It scales to the paper's Amazon-Book sizes (see :func:`amazon_book_scale`): the users x items
+score matrix is never materialised, only chunks of ``_CHUNK_ELEMS`` scores at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from slifmr.data.dataset import TEST, TRAIN, RawDataset
+from slifmr.errors import DataError
+
+# Scores held at once while sampling (float32 scores + float64 CDF: ~200 MB at 2**24)
+_CHUNK_ELEMS = 2**24
+# Inverse-CDF rounds before the exact Gumbel-top-k fallback takes the few rows still short
+_CDF_ROUNDS = 3
+# Candidate users per item when giving every item one interaction (keeps that pass on-signal)
+_ITEM_CANDIDATES = 32
+
+
+@dataclass
+class SyntheticConfig:
+    """Sizes and knobs of a synthetic dataset; defaults are a small, fast dataset."""
+
+    n_users: int = 2000
+    n_items: int = 1000
+    n_interactions: int = 40000
+    latent_dim: int = 16
+    popularity_skew: float = 1.0  # Zipf exponent of item popularity (0 = uniform)
+    activity_skew: float = 0.5  # Zipf exponent of user activity (0 = uniform)
+    temperature: float = 0.5  # lower = interactions/KG follow the latent factors more closely
+    n_attributes: int = 200  # non-item KG entities (attribute values)
+    n_relations: int = 10
+    triples_per_item: float = 20.0  # mean KG triples per item (item -> attribute entity)
+    feature_dims: dict[str, int] = field(default_factory=lambda: {"visual": 64, "text": 32})
+    feature_noise: float = 0.5
+    missing_rate: dict[str, float] = field(default_factory=dict)  # modality -> fraction of rows absent
+    kg_noise: float = 0.1  # fraction of random (non-planted) triples
+    given_split: bool = False  # set RawDataset.split to a per-user 80/20 train/test split
+    seed: int = 0
+
+
+@dataclass
+class Latents:
+    """The planted ground truth: what tests compare the generated data against."""
+
+    P: np.ndarray  # (n_users, k) float32 user factors
+    Q: np.ndarray  # (n_items, k) float32 item factors
+    log_popularity: np.ndarray  # (n_items,) float32
+    log_activity: np.ndarray  # (n_users,) float64 unnormalised log user activity
+
+
+def amazon_book_scale(seed: int = 0, **overrides: object) -> SyntheticConfig:
+    """The paper's Amazon-Book sizes: 70,679 users, 24,915 items, 846k interactions,
+    ~690k triples over ~29.7k entities and 39 relations, 4096-d visual and 768-d text."""
+    n_items = 24_915
+    cfg = SyntheticConfig(
+        n_users=70_679,
+        n_items=n_items,
+        n_interactions=846_000,
+        n_attributes=29_700 - n_items,
+        n_relations=39,
+        triples_per_item=690_000 / n_items,
+        feature_dims={"visual": 4096, "text": 768},
+        seed=seed,
+    )
+    for key, value in overrides.items():
+        if not hasattr(cfg, key):
+            raise DataError(f"amazon_book_scale: unknown SyntheticConfig field '{key}'")
+        setattr(cfg, key, value)
+    return cfg
+
+
+def _rng(cfg: SyntheticConfig, stream: int, sub: int = 0) -> np.random.Generator:
+    """Independent stream per component, so e.g. changing feature dims keeps the interactions."""
+    return np.random.default_rng([cfg.seed, stream, sub])
+
+
+def _zipf_log_weights(rng: np.random.Generator, n: int, skew: float) -> np.ndarray:
+    """log of rank^-skew over a random permutation of ranks (which entity is popular is random)."""
+    return -skew * np.log(rng.permutation(n) + 1.0)
+
+
+def latent_factors(cfg: SyntheticConfig) -> Latents:
+    """The planted factors of ``cfg`` (deterministic in ``cfg.seed``; cheap to recompute)."""
+    rng = _rng(cfg, 0)
+    k = cfg.latent_dim
+    P = rng.standard_normal((cfg.n_users, k), dtype=np.float32)
+    Q = rng.standard_normal((cfg.n_items, k), dtype=np.float32)
+    log_pop = _zipf_log_weights(rng, cfg.n_items, cfg.popularity_skew).astype(np.float32)
+    log_act = _zipf_log_weights(rng, cfg.n_users, cfg.activity_skew)
+    return Latents(P, Q, log_pop, log_act)
+
+
+def _sample_distinct(
+    rng: np.random.Generator,
+    logits_fn: Callable[[np.ndarray], np.ndarray],
+    counts: np.ndarray,
+    n_cols: int,
+    exclude: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each row r draw ``counts[r]`` distinct columns not in ``exclude`` (keys row*n_cols+col),
+    without replacement, with probability proportional to ``exp(logits_fn(rows))``.
+
+    Drawing with replacement and keeping the first new columns in draw order is exactly
+    successive sampling without replacement, so most rows are served by cheap inverse-CDF draws
+    (a few per row, no big random matrix); rows still short after a few rounds finish with an
+    exact Gumbel-top-k. Memory is O(_CHUNK_ELEMS), never rows x cols. Needs
+    ``counts[r] <= n_cols - |exclude in row r|``.
+    """
+    need = counts.astype(np.int64).copy()
+    chosen = np.unique(exclude.astype(np.int64))
+    new_keys: list[np.ndarray] = []
+    chunk = max(1, _CHUNK_ELEMS // n_cols)
+    for rnd in range(_CDF_ROUNDS + 1):
+        active = np.flatnonzero(need > 0)
+        if len(active) == 0:
+            break
+        gumbel = rnd == _CDF_ROUNDS
+        keys_parts = []
+        for s in range(0, len(active), chunk):
+            rows = active[s : s + chunk]
+            scores = np.asarray(logits_fn(rows), dtype=np.float32)
+            keys_parts.append(
+                _gumbel_chunk(rng, scores, rows, need[rows], n_cols, chosen)
+                if gumbel
+                else _cdf_chunk(rng, scores, rows, need[rows] * (1.5 * 2**rnd) + 2, n_cols)
+            )
+        keys = np.concatenate(keys_parts)  # row-grouped, in draw order within a row
+        keys = keys[~_isin_sorted(keys, chosen)]
+        _, first = np.unique(keys, return_index=True)
+        keys = keys[np.sort(first)]  # first occurrence of each new pair, draw order kept
+        rows = keys // n_cols
+        starts = np.searchsorted(rows, rows, side="left")  # rows is sorted (row-grouped)
+        keys = keys[np.arange(len(keys)) - starts < need[rows]]
+        need -= np.bincount(keys // n_cols, minlength=len(need))
+        new_keys.append(keys)
+        chosen = np.union1d(chosen, keys)
+    if need.any():  # cannot happen when counts respect the capacity
+        raise DataError("synthetic sampler: a row asked for more distinct columns than exist")
+    out = np.concatenate(new_keys) if new_keys else np.zeros(0, np.int64)
+    return out // n_cols, out % n_cols
+
+
+def _isin_sorted(keys: np.ndarray, sorted_ref: np.ndarray) -> np.ndarray:
+    if len(sorted_ref) == 0:
+        return np.zeros(len(keys), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_ref, keys), len(sorted_ref) - 1)
+    return sorted_ref[pos] == keys
+
+
+def _cdf_chunk(
+    rng: np.random.Generator, scores: np.ndarray, rows: np.ndarray, n_draws: np.ndarray, n_cols: int
+) -> np.ndarray:
+    """Draws with replacement from each row's softmax; one flat float64 CDF with row r's values in
+    [r, r+1] lets a single searchsorted serve every row."""
+    n_draws = n_draws.astype(np.int64)
+    scores -= scores.max(axis=1, keepdims=True)
+    np.exp(scores, out=scores)
+    cdf = np.cumsum(scores, axis=1, dtype=np.float64)
+    del scores
+    cdf /= cdf[:, -1:]
+    cdf += np.arange(len(rows), dtype=np.float64)[:, None]
+    local = np.repeat(np.arange(len(rows)), n_draws)
+    u = local + rng.random(len(local))
+    col = np.searchsorted(cdf.ravel(), u, side="right") - local * n_cols
+    col = np.clip(col, 0, n_cols - 1)
+    return rows[local] * n_cols + col
+
+
+def _gumbel_chunk(
+    rng: np.random.Generator,
+    scores: np.ndarray,
+    rows: np.ndarray,
+    need: np.ndarray,
+    n_cols: int,
+    chosen: np.ndarray,
+) -> np.ndarray:
+    """Exact sampling without replacement (Gumbel-top-k) with already chosen columns masked."""
+    scores += rng.gumbel(size=scores.shape).astype(np.float32)
+    lo, hi = np.searchsorted(chosen, [rows[0] * n_cols, (rows[-1] + 1) * n_cols])
+    taken = chosen[lo:hi]
+    local = np.searchsorted(rows, taken // n_cols)
+    ok = rows[np.minimum(local, len(rows) - 1)] == taken // n_cols
+    scores[local[ok], taken[ok] % n_cols] = -np.inf
+    kmax = int(need.max())
+    top = np.argpartition(-scores, kmax - 1, axis=1)[:, :kmax]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
+    top = np.take_along_axis(top, order, axis=1)
+    keep = np.arange(kmax)[None, :] < need[:, None]
+    return (rows[:, None] * n_cols + top)[keep]
+
+
+def _user_counts(rng: np.random.Generator, cfg: SyntheticConfig, lat: Latents, forced: np.ndarray) -> np.ndarray:
+    """Interactions per user beyond the forced ones: a minimum of 3 each (fewer if the total does
+    not allow it), the rest spread by skewed activity and capped at the items left to the user."""
+    n_users, n_items, n = cfg.n_users, cfg.n_items, cfg.n_interactions
+    for m in (3, 2, 1):
+        base = np.maximum(0, min(m, n_items) - forced)
+        if n_items + base.sum() <= n:
+            break
+    cap = n_items - forced - base
+    w = np.exp(lat.log_activity - lat.log_activity.max())
+    extra = np.zeros(n_users, dtype=np.int64)
+    left = n - n_items - int(base.sum())
+    while left > 0:  # each round fills some users to capacity, so this ends
+        room = cap - extra
+        p = w * (room > 0)
+        extra += rng.multinomial(left, p / p.sum())
+        over = np.maximum(0, extra - cap)
+        extra -= over
+        left = int(over.sum())
+    return base + extra
+
+
+def _interactions(cfg: SyntheticConfig, lat: Latents) -> tuple[np.ndarray, np.ndarray]:
+    rng = _rng(cfg, 1)
+    n_users, n_items = cfg.n_users, cfg.n_items
+    scale = np.float32(1.0 / (np.sqrt(cfg.latent_dim) * cfg.temperature))
+    # every item once, to the best of a few random candidate users (Gumbel-max)
+    cand = rng.integers(0, n_users, size=(n_items, _ITEM_CANDIDATES))
+    s = np.einsum("ick,ik->ic", lat.P[cand], lat.Q) * scale + rng.gumbel(size=cand.shape)
+    f_users = cand[np.arange(n_items), s.argmax(axis=1)]
+    f_items = np.arange(n_items)
+    forced = np.bincount(f_users, minlength=n_users)
+    counts = _user_counts(rng, cfg, lat, forced)
+    QT = np.ascontiguousarray(lat.Q.T * scale)
+
+    def logits(rows: np.ndarray) -> np.ndarray:
+        out = lat.P[rows] @ QT
+        out += lat.log_popularity
+        return out
+
+    u, i = _sample_distinct(rng, logits, counts, n_items, f_users * n_items + f_items)
+    users = np.concatenate([f_users, u])
+    items = np.concatenate([f_items, i])
+    order = np.lexsort((items, users))
+    return users[order], items[order]
+
+
+def _kg(cfg: SyntheticConfig, lat: Latents) -> np.ndarray:
+    """Item -> attribute triples. Attributes are split into relation blocks and each has a random
+    direction; items draw attributes by softmax of ``Q_i . direction``, so shared attributes
+    mean similar factors. The relation of a triple is its attribute's block."""
+    rng = _rng(cfg, 2)
+    n_items, n_attr = cfg.n_items, cfg.n_attributes
+    if n_attr == 0 or cfg.triples_per_item <= 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    rel_of = np.repeat(np.arange(cfg.n_relations), [len(b) for b in np.array_split(np.arange(n_attr), cfg.n_relations)])
+    scale = np.float32(1.0 / (np.sqrt(cfg.latent_dim) * cfg.temperature))
+    D = rng.standard_normal((cfg.latent_dim, n_attr), dtype=np.float32) * scale
+    counts = np.minimum(rng.poisson(cfg.triples_per_item * (1 - cfg.kg_noise), n_items), n_attr)
+    heads, tails = _sample_distinct(rng, lambda rows: lat.Q[rows] @ D, counts, n_attr, np.zeros(0, np.int64))
+    n_noise = int(round(cfg.kg_noise * n_items * cfg.triples_per_item))
+    heads = np.concatenate([heads, rng.integers(0, n_items, n_noise)])
+    tails = np.concatenate([tails, rng.integers(0, n_attr, n_noise)])
+    kg = np.unique(np.stack([heads, rel_of[tails], tails + n_items], axis=1), axis=0)
+    return kg
+
+
+def _features(cfg: SyntheticConfig, lat: Latents) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``Q @ W + noise * N(0, 1)`` per modality, written chunk by chunk into one float32 matrix
+    (no float64 or full-size temporaries); missing rows are zero with mask False."""
+    feats: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    n, k = cfg.n_items, cfg.latent_dim
+    for j, name in enumerate(sorted(cfg.feature_dims)):
+        d = cfg.feature_dims[name]
+        rng = _rng(cfg, 3, j)
+        W = rng.standard_normal((k, d), dtype=np.float32) / np.float32(np.sqrt(k))
+        out = np.empty((n, d), dtype=np.float32)
+        step = max(1, 2**22 // d)
+        noise = np.empty((min(step, n), d), dtype=np.float32)
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            np.matmul(lat.Q[s:e], W, out=out[s:e])
+            rng.standard_normal(out=noise[: e - s], dtype=np.float32)
+            noise[: e - s] *= np.float32(cfg.feature_noise)
+            out[s:e] += noise[: e - s]
+        mask = np.ones(n, dtype=bool)
+        rate = cfg.missing_rate.get(name, 0.0)
+        mask[rng.permutation(n)[: int(round(rate * n))]] = False
+        out[~mask] = 0.0
+        feats[name], masks[name] = out, mask
+    return feats, masks
+
+
+def _split(cfg: SyntheticConfig, users: np.ndarray) -> np.ndarray:
+    """Per-user random 80/20 train/test; every user keeps at least one training interaction."""
+    rng = _rng(cfg, 4)
+    order = np.lexsort((rng.random(len(users)), users))
+    cnt = np.bincount(users, minlength=cfg.n_users)
+    starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    rank = np.arange(len(users)) - starts[users[order]]
+    n_train = np.maximum(1, np.round(0.8 * cnt)).astype(np.int64)
+    split = np.empty(len(users), dtype=np.int8)
+    split[order] = np.where(rank < n_train[users[order]], TRAIN, TEST)
+    return split
+
+
+def _validate(cfg: SyntheticConfig) -> None:
+    if cfg.n_users < 1 or cfg.n_items < 1 or cfg.latent_dim < 1:
+        raise DataError("synthetic: n_users, n_items and latent_dim must be >= 1")
+    if not cfg.n_users + cfg.n_items <= cfg.n_interactions <= cfg.n_users * cfg.n_items:
+        raise DataError(
+            f"synthetic: n_interactions={cfg.n_interactions} must lie in [n_users + n_items, "
+            f"n_users * n_items] = [{cfg.n_users + cfg.n_items}, {cfg.n_users * cfg.n_items}] "
+            "so every user and item can appear"
+        )
+    if cfg.n_attributes and not 1 <= cfg.n_relations <= cfg.n_attributes:
+        raise DataError("synthetic: need 1 <= n_relations <= n_attributes")
+    if cfg.temperature <= 0 or not 0 <= cfg.kg_noise <= 1:
+        raise DataError("synthetic: temperature must be > 0 and kg_noise in [0, 1]")
+    for name, rate in cfg.missing_rate.items():
+        if name not in cfg.feature_dims or not 0 <= rate <= 1:
+            raise DataError(f"synthetic: missing_rate['{name}'] must name a modality and lie in [0, 1]")
+
+
+def generate(cfg: SyntheticConfig, name: str = "synthetic") -> RawDataset:
+    """A :class:`RawDataset` with exactly ``n_interactions`` unique pairs, every user and item
+    present, a KG over ``n_items + n_attributes`` entities, and features with presence masks."""
+    _validate(cfg)
+    lat = latent_factors(cfg)
+    users, items = _interactions(cfg, lat)
+    kg = _kg(cfg, lat)
+    feats, masks = _features(cfg, lat)
+    n_rel = cfg.n_relations if cfg.n_attributes else 0
+    return RawDataset(
+        name=name,
+        users=users,
+        items=items,
+        n_users=cfg.n_users,
+        n_items=cfg.n_items,
+        user_ids=np.array([f"u{u}" for u in range(cfg.n_users)]),
+        item_ids=np.array([f"i{i}" for i in range(cfg.n_items)]),
+        split=_split(cfg, users) if cfg.given_split else None,
+        kg=kg,
+        n_entities=cfg.n_items + cfg.n_attributes,
+        relation_names=[f"rel{r}" for r in range(n_rel)],
+        entity_ids=np.array([f"i{i}" for i in range(cfg.n_items)] + [f"a{a}" for a in range(cfg.n_attributes)]),
+        features=feats,
+        feature_masks=masks,
+        source=f"synthetic(seed={cfg.seed})",
+    )

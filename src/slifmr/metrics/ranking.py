@@ -1,0 +1,178 @@
+"""Full-ranking top-K evaluation: ranking, hit lookup and DDP-ready Recall/NDCG/Precision.
+
+Evaluation ranks *all* items for a chunk of users at a time (never a dense |U| x |I| matrix
+beyond one chunk), masks the user's known items (train, or train+valid at test time) and
+scores the top-K against the held-out ground truth.
+
+Tie rule (guaranteed by :func:`rank_topk`): higher score first; equal scores are ordered by
+lower item index. This makes results independent of the chunk size, the device and the
+``torch.topk`` implementation, so runs are reproducible and comparable to a brute-force sort.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+__all__ = ["rank_topk", "hits_from_topk", "RankingMetrics"]
+
+
+def _stable_order(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Order a small (B, k) block by (value desc, index asc) with two stable sorts."""
+    idx, perm = idx.sort(dim=1, stable=True)  # index asc
+    vals = vals.gather(1, perm)
+    vals, perm = vals.sort(dim=1, descending=True, stable=True)  # value desc, keeps index asc
+    return vals, idx.gather(1, perm)
+
+
+def rank_topk(scores: Tensor, mask_rows: Tensor, mask_cols: Tensor, k: int) -> Tensor:
+    """Top-``k`` item indices per user with known items masked out.
+
+    Args:
+        scores: (B, I) float scores for a chunk of users; **modified in place** (masked -> -inf).
+        mask_rows: (M,) int64 row-in-chunk of each known (masked) item.
+        mask_cols: (M,) int64 item index of each known item.
+        k: list length, ``1 <= k <= I``.
+
+    Returns:
+        (B, k) int64 item indices in rank order: score desc, ties by item index asc (exact, also
+        across the k-th boundary). Rows with fewer than ``k`` unmasked items are padded with
+        masked (-inf) items, lowest index first; they can never be hits because ground truth and
+        masks are disjoint by construction of the splits.
+    """
+    n_rows, n_items = scores.shape
+    if not 1 <= k <= n_items:
+        raise ValueError(f"k={k} must be in [1, n_items={n_items}]")
+    if mask_rows.numel():
+        scores[mask_rows, mask_cols] = float("-inf")
+    if n_rows == 0:
+        return torch.empty(0, k, dtype=torch.long, device=scores.device)
+
+    # One k+1 selection pass over the (B, I) block; the extra column reveals boundary ties.
+    vals, idx = torch.topk(scores, min(k + 1, n_items), dim=1, largest=True, sorted=True)
+    if k < n_items:
+        tied = (vals[:, k - 1] == vals[:, k]).nonzero().squeeze(1)  # (T,) rows tied at boundary
+        vals, idx = vals[:, :k].clone(), idx[:, :k].clone()  # (B, k)
+        if tied.numel():
+            # Exact selection for tied rows only: every item strictly above the k-th value, then
+            # the lowest-index items equal to it until k are taken.
+            sub = scores.index_select(0, tied)  # (T, I)
+            thr = vals.index_select(0, tied)[:, k - 1 : k]  # (T, 1)
+            eq = sub == thr  # (T, I)
+            need = k - (sub > thr).sum(dim=1, keepdim=True)  # (T, 1)
+            keep = (sub > thr) | (eq & (eq.cumsum(dim=1) <= need))  # (T, I), k True per row
+            sel = keep.nonzero()[:, 1].view(-1, k)  # (T, k) item idx ascending
+            vals[tied] = sub.gather(1, sel)
+            idx[tied] = sel
+    _, idx = _stable_order(vals, idx)
+    return idx
+
+
+def hits_from_topk(
+    topk_idx: Tensor, gt_rows: Tensor, gt_cols: Tensor, n_items: int
+) -> tuple[Tensor, Tensor]:
+    """Mark which ranked items are ground truth, without a dense (B, I) matrix.
+
+    Args:
+        topk_idx: (B, k) int64 ranked item indices (from :func:`rank_topk`).
+        gt_rows: (G,) int64 row-in-chunk of each ground-truth pair (pairs must be unique).
+        gt_cols: (G,) int64 item of each ground-truth pair.
+        n_items: number of items, used to build unique ``row * n_items + item`` keys.
+
+    Returns:
+        hits: (B, k) bool, ``hits[b, r]`` is True iff the item at rank r is relevant for row b.
+        n_relevant: (B,) int64 number of ground-truth items per row.
+    """
+    n_rows = topk_idx.shape[0]
+    n_relevant = torch.bincount(gt_rows, minlength=n_rows).long()  # (B,)
+    if gt_rows.numel() == 0:
+        return torch.zeros_like(topk_idx, dtype=torch.bool), n_relevant
+    gt_keys, _ = (gt_rows.long() * n_items + gt_cols.long()).sort()  # (G,)
+    rows = torch.arange(n_rows, device=topk_idx.device).unsqueeze(1)  # (B, 1)
+    keys = rows * n_items + topk_idx  # (B, k)
+    pos = torch.searchsorted(gt_keys, keys).clamp_(max=gt_keys.numel() - 1)  # (B, k)
+    return gt_keys[pos] == keys, n_relevant
+
+
+class RankingMetrics(Metric):
+    """Recall/NDCG/Precision@K averaged over users with at least one relevant item.
+
+    States are per-K sums plus a user count, all ``dist_reduce_fx="sum"``, so DDP sync is exact
+    regardless of how users are split across ranks. Definitions (as in LightGCN/KGAT code):
+    Recall@K = hits@K / n_relevant; Precision@K = hits@K / K;
+    NDCG@K = DCG/IDCG with DCG = sum_{r<K} hit_r / log2(r+2),
+    IDCG = sum_{r<min(K, n_relevant)} 1 / log2(r+2).
+    """
+
+    full_state_update = False
+    higher_is_better = True
+    is_differentiable = False
+
+    NAMES = ("recall", "ndcg", "precision")
+
+    def __init__(self, topk: Sequence[int] = (10, 20, 50), prefix: str = "", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.topk = tuple(sorted({int(k) for k in topk}))
+        if not self.topk or self.topk[0] < 1:
+            raise ValueError(f"topk must be non-empty positive ints, got {topk}")
+        self.prefix = prefix
+        for k in self.topk:
+            for name in self.NAMES:
+                zero = torch.tensor(0.0, dtype=torch.float64)
+                self.add_state(f"{name}_{k}", default=zero, dist_reduce_fx="sum")
+        self.add_state("n_users", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    @staticmethod
+    def per_user(
+        hits: Tensor, n_relevant: Tensor, topk: Sequence[int] = (10, 20, 50)
+    ) -> dict[str, Tensor]:
+        """Per-user metric values (float64, (B,) each), e.g. for paired significance tests.
+
+        ``hits`` is (B, >= max(topk)) bool in rank order; ``n_relevant`` is (B,). Rows with
+        ``n_relevant == 0`` are undefined and returned as NaN so they cannot be averaged in
+        silently. Keys are ``f"{name}@{k}"`` without prefix.
+        """
+        max_k = max(topk)
+        if hits.shape[1] < max_k:
+            raise ValueError(f"hits has {hits.shape[1]} columns, need >= {max_k}")
+        h = hits[:, :max_k].to(torch.float64)  # (B, maxK)
+        n_rel = n_relevant.to(device=h.device, dtype=torch.float64)  # (B,)
+        disc = 1.0 / torch.log2(torch.arange(max_k, device=h.device, dtype=torch.float64) + 2)
+        dcg = (h * disc).cumsum(dim=1)  # (B, maxK) DCG@(r+1)
+        n_hit = h.cumsum(dim=1)  # (B, maxK) hits@(r+1)
+        ideal = disc.cumsum(dim=0)  # (maxK,) IDCG with r+1 relevant items
+        undefined = n_rel == 0
+        denom = n_rel.clamp(min=1)
+        out: dict[str, Tensor] = {}
+        for k in topk:
+            n_ideal = n_relevant.to(h.device).clamp(min=1, max=k) - 1  # (B,)
+            vals = {
+                "recall": n_hit[:, k - 1] / denom,
+                "ndcg": dcg[:, k - 1] / ideal[n_ideal],
+                "precision": n_hit[:, k - 1] / k,
+            }
+            for name in RankingMetrics.NAMES:
+                out[f"{name}@{k}"] = vals[name].masked_fill(undefined, float("nan"))
+        return out
+
+    def update(self, hits: Tensor, n_relevant: Tensor) -> None:  # type: ignore[override]
+        """Accumulate a chunk: hits (B, >= max K) bool in rank order, n_relevant (B,)."""
+        valid = n_relevant > 0  # users without ground truth are not counted
+        values = self.per_user(hits[valid], n_relevant[valid], self.topk)
+        for k in self.topk:
+            for name in self.NAMES:
+                state = f"{name}_{k}"
+                setattr(self, state, getattr(self, state) + values[f"{name}@{k}"].sum())
+        self.n_users += valid.sum()
+
+    def compute(self) -> dict[str, Tensor]:
+        """Means over counted users (NaN if no user had ground truth)."""
+        n = self.n_users.to(torch.float64)
+        return {
+            f"{self.prefix}{name}@{k}": getattr(self, f"{name}_{k}") / n
+            for k in self.topk
+            for name in self.NAMES
+        }

@@ -1,0 +1,1 @@
+"""Recommenders: one model per file, sharing the scoring/ranking base in base.py."""

@@ -1,0 +1,106 @@
+"""LightningModule base: BPR training step, full-ranking evaluation, optimiser.
+
+A model implements ``embeddings()`` (final user and item representations for ranking) and
+``loss(batch)``; everything else -- batched full ranking with masking, metrics, logging,
+the optimiser -- is shared so every model is evaluated the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from slifmr.metrics.ranking import RankingMetrics, hits_from_topk, rank_topk
+
+
+class RecModel(pl.LightningModule):
+    """Shared training/evaluation plumbing. Subclasses own parameters and losses."""
+
+    def __init__(
+        self,
+        meta: dict,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        topk: Sequence[int] = (10, 20, 50),
+    ):
+        super().__init__()
+        self.meta = dict(meta)
+        self.n_users = int(meta["n_users"])
+        self.n_items = int(meta["n_items"])
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.topk = sorted(int(k) for k in topk)
+        self.val_metrics = RankingMetrics(self.topk, prefix="val/")
+        self.test_metrics = RankingMetrics(self.topk, prefix="test/")
+        self._eval_cache: tuple[Tensor, Tensor] | None = None
+        self.graphs = None  # the DataModule's GraphStore, attached in setup()
+
+    # -- to implement -------------------------------------------------------------------------
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        """Final (users (U, d), items (I, d)) used for scoring."""
+        raise NotImplementedError
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Training losses for one BPR batch; must contain the total under 'loss'."""
+        raise NotImplementedError
+
+    def score(self, users: Tensor, cache: tuple[Tensor, Tensor]) -> Tensor:
+        """(B, I) scores of a chunk of users; dot product by default."""
+        user_emb, item_emb = cache
+        return user_emb[users] @ item_emb.T
+
+    # -- wiring -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and getattr(dm, "graphs", None) is not None:
+            self.attach(dm.graphs)
+
+    def attach(self, graphs) -> None:
+        """Give the model the graph store it reads graphs from (outside a Trainer too)."""
+        self.graphs = graphs
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        losses = self.loss(batch)
+        bs = len(batch["users"])
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=False, on_epoch=True,
+                      batch_size=bs, prog_bar=False)
+        self.log("loss", losses["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=bs,
+                 logger=False)
+        return losses["loss"]
+
+    @torch.no_grad()
+    def _rank(self, batch: dict[str, Tensor], metrics: RankingMetrics) -> None:
+        if self._eval_cache is None:
+            self._eval_cache = self.embeddings()
+        scores = self.score(batch["users"], self._eval_cache).float()  # (B, I)
+        top = rank_topk(scores, batch["mask_rows"], batch["mask_cols"], self.topk[-1])
+        hits, n_rel = hits_from_topk(top, batch["gt_rows"], batch["gt_cols"], self.n_items)
+        metrics.update(hits, n_rel)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_cache = None
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._rank(batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=False)
+        self.val_metrics.reset()
+        self._eval_cache = None
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_cache = None
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._rank(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+        self._eval_cache = None
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -1,0 +1,1 @@
+"""Graph encoders used by SLIF-MR and the graph baselines."""

@@ -1,0 +1,45 @@
+"""LightGCN (He et al., SIGIR 2020): linear propagation on the normalised interaction graph,
+final embedding = mean over layers 0..L."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from slifmr.models.base import RecModel
+from slifmr.models.losses import bpr_loss, l2_reg
+
+
+def propagate_mean(adj: Tensor, ego: Tensor, n_layers: int, include_ego: bool = True) -> Tensor:
+    """mean of [ego, A ego, A^2 ego, ...] (LightGCN); ``include_ego=False`` averages layers 1..L."""
+    layers = [ego] if include_ego else []
+    x = ego
+    for _ in range(n_layers):
+        x = torch.sparse.mm(adj, x)
+        layers.append(x)
+    return torch.stack(layers).mean(0) if layers else ego
+
+
+class LightGCN(RecModel):
+    def __init__(self, meta: dict, embedding_dim: int = 64, n_layers: int = 3, reg_weight: float = 1e-4,
+                 lr: float = 1e-3, topk=(10, 20, 50)):
+        super().__init__(meta, lr=lr, topk=topk)
+        self.save_hyperparameters()
+        self.n_layers = n_layers
+        self.reg_weight = reg_weight
+        self.user_emb = nn.Embedding(self.n_users, embedding_dim)
+        self.item_emb = nn.Embedding(self.n_items, embedding_dim)
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])  # (U+I, d)
+        out = propagate_mean(self.graphs.interaction_adj(self.device), ego, self.n_layers)
+        return out[: self.n_users], out[self.n_users :]
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        users, items = self.embeddings()
+        u, p, n = users[batch["users"]], items[batch["pos"]], items[batch["neg"]]
+        bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+        reg = l2_reg(self.user_emb(batch["users"]), self.item_emb(batch["pos"]), self.item_emb(batch["neg"]))
+        return {"loss": bpr + self.reg_weight * reg, "bpr": bpr, "reg": reg}

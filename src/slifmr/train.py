@@ -1,0 +1,55 @@
+"""`python -m slifmr.train [overrides]`: compose the config, instantiate, fit, test.
+
+Everything interesting lives in the classes the config names; this file only wires them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from slifmr.config import register_resolvers
+from slifmr.runner import finish_loggers, instantiate_callbacks, instantiate_loggers, print_metrics
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit on train (early stopping on valid), then test once with the best checkpoint."""
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.dataset)
+    datamodule.setup("fit")
+    model: pl.LightningModule = hydra.utils.instantiate(cfg.model, meta=datamodule.meta)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"), cfg)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    try:
+        if cfg.get("train", True):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.get("test", True):
+            ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            if not ckpt:
+                log.warning("no best checkpoint was saved; testing the current weights")
+            results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False)
+            metrics.update({k: float(v) for k, v in results[0].items()})
+            print_metrics(metrics, prefix="test/")
+        return metrics
+    finally:
+        finish_loggers(loggers)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://slifmr.conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    monitor = cfg.eval.get("monitor")
+    return metrics.get(monitor) if monitor else None  # for Hydra sweepers that optimise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Tests of the SLIF-MR loss terms (Eq. 19-24)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slifmr.models.losses import bpr_loss, inter_modal_loss, l2_reg, uniformity_loss
+
+
+def test_bpr_hand_case() -> None:
+    # pair 1: pos 1, neg 0 -> -log sigmoid(1) = log(1 + e^-1) = 0.3132617
+    # pair 2: pos 0, neg 0 -> -log sigmoid(0) = log 2       = 0.6931472
+    # mean = (0.3132617 + 0.6931472) / 2 = 0.5032044
+    pos = torch.tensor([1.0, 0.0])
+    neg = torch.tensor([0.0, 0.0])
+    assert bpr_loss(pos, neg).item() == pytest.approx(0.5032044, abs=1e-6)
+
+
+def test_bpr_stable_for_large_gaps() -> None:
+    # -log sigmoid(-200) = 200 exactly in float32; log(sigmoid) would give inf.
+    loss = bpr_loss(torch.tensor([-100.0]), torch.tensor([100.0]))
+    assert loss.item() == pytest.approx(200.0)
+
+
+def _inter_direct(view: torch.Tensor, fused: torch.Tensor, tau: float, exclude: bool) -> float:
+    b = view.shape[0]
+    total = 0.0
+    for i in range(b):
+        pos = math.exp(F.cosine_similarity(view[i], fused[i], dim=0).item() / tau)
+        den = 0.0
+        for j in range(b):
+            if exclude and j == i:
+                continue
+            den += math.exp(F.cosine_similarity(view[i], fused[j], dim=0).item() / tau)
+        total += -math.log(pos / den)
+    return total / b
+
+
+@pytest.mark.parametrize("exclude", [True, False])
+def test_inter_matches_double_loop(exclude: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    view = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    fused = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    got = inter_modal_loss(view, fused, tau=0.3, exclude_positive=exclude).item()
+    assert got == pytest.approx(_inter_direct(view, fused, 0.3, exclude), rel=1e-10)
+
+
+def test_inter_exclude_flag_changes_value() -> None:
+    g = torch.Generator().manual_seed(1)
+    view, fused = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    a = inter_modal_loss(view, fused, tau=0.5, exclude_positive=True)
+    b = inter_modal_loss(view, fused, tau=0.5, exclude_positive=False)
+    assert not torch.isclose(a, b)
+
+
+def test_inter_hand_case() -> None:
+    # view  = [1,0], [0,1];  fused = [1,0], [1,1];  tau = 1
+    # sim(v0,f0) = 1, sim(v0,f1) = 1/sqrt2 = 0.7071068, sim(v1,f0) = 0, sim(v1,f1) = 0.7071068
+    # exclude_positive: term_i = -log(e^{s_ii} / e^{s_ij}) = s_ij - s_ii
+    #   i=0: 0.7071068 - 1 = -0.2928932;  i=1: 0 - 0.7071068 = -0.7071068;  mean = -0.5
+    # all j: i=0: log(e^1 + e^0.7071068) - 1 = 0.5573858
+    #        i=1: log(e^0 + e^0.7071068) - 0.7071068 = 0.4008335;  mean = 0.4791096
+    view = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    fused = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    assert inter_modal_loss(view, fused, 1.0, True).item() == pytest.approx(-0.5, abs=1e-6)
+    assert inter_modal_loss(view, fused, 1.0, False).item() == pytest.approx(0.4791096, abs=1e-6)
+
+
+def test_inter_stop_gradient_on_fused() -> None:
+    g = torch.Generator().manual_seed(2)
+    view = torch.randn(6, 4, generator=g, requires_grad=True)
+    fused = torch.randn(6, 4, generator=g, requires_grad=True)
+    inter_modal_loss(view, fused, tau=0.2).backward()
+    assert fused.grad is None or torch.count_nonzero(fused.grad).item() == 0
+    assert view.grad is not None and torch.count_nonzero(view.grad).item() > 0
+
+
+def test_inter_stop_gradient_blocks_upstream_params() -> None:
+    # fused computed from a parameter (as the AILF output is): that parameter gets nothing.
+    g = torch.Generator().manual_seed(3)
+    view = torch.randn(5, 4, generator=g, requires_grad=True)
+    w = torch.randn(4, 4, generator=g, requires_grad=True)
+    inter_modal_loss(view, view @ w, tau=0.2).backward()
+    assert w.grad is None or torch.count_nonzero(w.grad).item() == 0
+    assert view.grad is not None and torch.count_nonzero(view.grad).item() > 0
+
+
+def _uniform_direct(x: torch.Tensor, t: float) -> float:
+    z = x / x.norm(dim=1, keepdim=True)
+    b = z.shape[0]
+    s = sum(math.exp(-t * (z[i] - z[j]).pow(2).sum().item()) for i in range(b) for j in range(b))
+    return math.log(s / b**2)
+
+
+def test_uniformity_matches_direct_formula() -> None:
+    x = torch.randn(9, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    assert uniformity_loss(x, t=2.0).item() == pytest.approx(_uniform_direct(x, 2.0), rel=1e-10)
+    assert uniformity_loss(x, t=0.7).item() == pytest.approx(_uniform_direct(x, 0.7), rel=1e-10)
+
+
+def test_uniformity_hand_case() -> None:
+    # two orthogonal unit points: ||.||^2 = 0 on the diagonal, 2 off it; t = 2
+    # mean exp = (1 + 1 + e^-4 + e^-4) / 4 -> log((1 + e^-4) / 2) = -0.6749973
+    x = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+    assert uniformity_loss(x).item() == pytest.approx(-0.6749973, abs=1e-6)
+
+
+def test_uniformity_scale_invariant() -> None:
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(uniformity_loss(x), uniformity_loss(37.5 * x), atol=1e-6)
+
+
+def test_uniformity_lower_for_spread_points() -> None:
+    g = torch.Generator().manual_seed(6)
+    spread = torch.randn(32, 8, generator=g)
+    clustered = torch.ones(32, 8) + 0.01 * torch.randn(32, 8, generator=g)
+    assert uniformity_loss(spread) < uniformity_loss(clustered) - 1.0
+
+
+def test_l2_reg_convention() -> None:
+    # 0.5 * (1 + 4 + 9 + 16 + 4) / 2 rows = 8.5
+    a = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    b = torch.tensor([[2.0], [0.0]])
+    assert l2_reg(a, b).item() == pytest.approx(8.5)
