@@ -47,7 +47,7 @@ def main() -> None:
 
     def scoring_only() -> None:
         for s in range(0, args.users, args.chunk):
-            (user_emb[s : s + args.chunk] @ item_emb.T).sum()  # sum: keep the work observable
+            user_emb[s : s + args.chunk] @ item_emb.T  # (B, I), eager: computed and freed
         sync()
 
     def with_ranking() -> None:

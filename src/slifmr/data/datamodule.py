@@ -14,6 +14,7 @@ from slifmr.data import cache
 from slifmr.data.dataset import RecDataset
 from slifmr.data.formats import read_dataset
 from slifmr.data.graph_store import GraphStore
+from slifmr.data.noise import inject_noise
 from slifmr.data.pipeline import build_rec_dataset
 from slifmr.data.sampling import BPRBatches, RankingBatches
 from slifmr.errors import DataError
@@ -45,6 +46,9 @@ class RecDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = None,
+        knn_k: int = 10,
+        prune_ratio: float = 0.0,
+        noise: dict | None = None,
     ):
         super().__init__()
         self.name = name
@@ -62,6 +66,9 @@ class RecDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.cache_dir = None if cache_dir is None else Path(cache_dir).expanduser()
+        self.knn_k = knn_k
+        self.prune_ratio = prune_ratio
+        self.noise = dict(noise or {})
         self.data: RecDataset | None = None
         self.graphs: GraphStore | None = None
         self._train: BPRBatches | None = None
@@ -111,8 +118,12 @@ class RecDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
-        self.data = self.load()
-        self.graphs = GraphStore(self.data)
+        data = self.load()
+        if any(self.noise.get(k, 0.0) for k in ("interaction", "kg", "modality")):
+            # after the cache: noise is seeded apart from the split and from the model (noise.seed)
+            data = inject_noise(data, **self.noise)
+        self.data = data
+        self.graphs = GraphStore(data, knn_k=self.knn_k, prune_ratio=self.prune_ratio, seed=self.seed)
         s = self.data.summary()
         log.info("dataset %s: %s", self.name, ", ".join(f"{k}={v}" for k, v in s.items()))
 
@@ -126,6 +137,7 @@ class RecDataModule(pl.LightningDataModule):
             "n_users": d.n_users, "n_items": d.n_items,
             "n_entities": d.n_entities, "n_relations": d.n_relations,
             "features": {k: int(v.shape[1]) for k, v in d.features.items()},
+            "n_kg_relations": self.graphs.n_kg_relations,
         }
 
     # -- loaders ---------------------------------------------------------------------------

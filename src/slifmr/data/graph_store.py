@@ -1,42 +1,134 @@
 """The graphs the models read, owned by the DataModule.
 
 Models never build graphs; they ask the store. The store is also the single door through which
-the self-loop callback feeds its item-item graph back upstream (SPEC / ARCHITECTURE).
+the self-loop callback feeds its item-item graph back upstream (SPEC / ARCHITECTURE):
+``set_item_graph`` changes what ``interaction_adj``, ``feature_graphs`` and ``kg_edges``
+return from then on.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
+from torch import Tensor
 
 from slifmr.data.dataset import RecDataset
 from slifmr.graphs.adjacency import bipartite_adjacency, sym_normalize
+from slifmr.graphs.kg import add_inverse
+from slifmr.graphs.knn import knn_adjacency, laplacian_normalize
+from slifmr.graphs.pruning import prune_edges
 
 
 class GraphStore:
-    """Train-split graphs as torch sparse tensors, cached per device and per epoch."""
+    """Train-split graphs as torch sparse tensors, cached per device, re-sampled per epoch.
 
-    def __init__(self, ds: RecDataset):
-        self.n_users = ds.n_users
-        self.n_items = ds.n_items
+    Relations of the KG view: ``0..R-1`` original, ``R..2R-1`` inverse, ``2R`` = ``sim``
+    (self-loop item-item edges); so models size relation tables with ``n_kg_relations``.
+    """
+
+    def __init__(self, ds: RecDataset, knn_k: int = 10, prune_ratio: float = 0.0, seed: int = 0,
+                 knn_chunk: int = 1024):
+        self.n_users, self.n_items = ds.n_users, ds.n_items
         self.train_users = torch.as_tensor(ds.train[:, 0], dtype=torch.long)
         self.train_items = torch.as_tensor(ds.train[:, 1], dtype=torch.long)
+        self.kg = None if ds.kg is None else torch.as_tensor(ds.kg, dtype=torch.long)
+        self.n_entities = max(ds.n_entities, ds.n_items) if ds.kg is not None else ds.n_items
+        self.n_base_relations = ds.n_relations
+        self.features = {k: torch.as_tensor(v) for k, v in ds.features.items()}
+        self.masks = {k: torch.as_tensor(v, dtype=torch.bool) for k, v in ds.feature_masks.items()}
+        self.knn_k, self.knn_chunk = knn_k, knn_chunk
+        self.prune_ratio, self.seed = prune_ratio, seed
         self.epoch = 0
-        self._cache: dict[tuple, torch.Tensor] = {}
+        self.item_graph: Tensor | None = None  # (I, I) COO from the self-loop callback
+        self._feature_knn: list[Tensor] | None = None
+        self._cache: dict[tuple, object] = {}
 
+    @property
+    def n_kg_relations(self) -> int:
+        return 2 * self.n_base_relations + 1
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.features)
+
+    # -- state changes ----------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
+        """Pruning is re-sampled per epoch (seeded by (seed, epoch): identical on every rank)."""
         if epoch != self.epoch:
             self.epoch = epoch
             self._cache.clear()
 
-    def item_popularity(self) -> torch.Tensor:
+    def set_item_graph(self, graph: Tensor | None) -> None:
+        """The self-loop door: inject an (I, I) item-item graph into A, S and the KG."""
+        self.item_graph = None if graph is None else graph.coalesce().cpu()
+        self._cache.clear()
+
+    def _generator(self, salt: int) -> torch.Generator:
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 7 + salt)
+
+    # -- graphs -------------------------------------------------------------------------------
+    def item_popularity(self) -> Tensor:
         """(I,) train interaction counts."""
         return torch.bincount(self.train_items, minlength=self.n_items)
 
-    def interaction_adj(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """(U+I, U+I) symmetric-normalised interaction graph (Eq. 1, 7)."""
-        key = ("A", str(device))
+    def _cached(self, key: tuple, build):
         if key not in self._cache:
-            adj = bipartite_adjacency(self.train_users, self.train_items, self.n_users, self.n_items)
-            self._cache[key] = sym_normalize(adj).to(device)
+            self._cache[key] = build()
         return self._cache[key]
+
+    def interaction_adj(self, device: torch.device | str = "cpu", prune: bool = True) -> Tensor:
+        """(U+I, U+I) symmetric-normalised interaction graph (Eq. 1, 7), degree-pruned (Eq. 6)
+        when ``prune_ratio > 0``, with the self-loop graph as item-item block (Eq. 18)."""
+
+        def build() -> Tensor:
+            u, i = self.train_users, self.train_items
+            if prune and self.prune_ratio > 0:
+                keep = prune_edges(u, i + self.n_users, self.prune_ratio, self._generator(1))
+                u, i = u[keep], i[keep]
+            adj = bipartite_adjacency(u, i, self.n_users, self.n_items, item_item=self.item_graph)
+            return sym_normalize(adj).to(device)
+
+        return self._cached(("A", str(device), prune), build)
+
+    def feature_knn(self) -> list[Tensor]:
+        """Per-modality kNN graphs over raw features, Laplacian-normalised (Eq. 2-4); frozen."""
+        if self._feature_knn is None:
+            self._feature_knn = [
+                laplacian_normalize(knn_adjacency(self.features[m], self.knn_k, self.masks[m], self.knn_chunk))
+                for m in self.modalities
+            ]
+        return self._feature_knn
+
+    def feature_graphs(self, device: torch.device | str = "cpu") -> list[Tensor]:
+        """Per-modality S^m, with the self-loop graph added and re-normalised (S^n = S^0 + G^n)."""
+
+        def build() -> list[Tensor]:
+            graphs = self.feature_knn()
+            if self.item_graph is not None:
+                graphs = [laplacian_normalize((g + self.item_graph).coalesce()) for g in graphs]
+            return [g.to(device) for g in graphs]
+
+        return self._cached(("S", str(device)), build)
+
+    def kg_edges(self, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
+        """(heads, tails, rel_ptr): KG edges with inverses and ``sim`` edges, sorted by relation;
+        ``rel_ptr`` (n_kg_relations + 1,) are the CSR offsets of each relation's segment."""
+
+        def build() -> tuple[Tensor, Tensor, Tensor]:
+            triples = self.kg if self.kg is not None else torch.zeros(0, 3, dtype=torch.long)
+            if self.prune_ratio > 0 and len(triples):
+                keep = prune_edges(triples[:, 0], triples[:, 2], self.prune_ratio, self._generator(2))
+                triples = triples[keep]
+            triples = add_inverse(triples, self.n_base_relations)
+            if self.item_graph is not None:
+                g = self.item_graph
+                rows, cols = g.indices()
+                sim = torch.full_like(rows, 2 * self.n_base_relations)
+                triples = torch.cat([triples, torch.stack([rows, sim, cols], 1)])
+            order = torch.argsort(triples[:, 1] * (self.n_entities + 1) + triples[:, 0], stable=True)
+            triples = triples[order]
+            counts = torch.bincount(triples[:, 1], minlength=self.n_kg_relations)
+            ptr = torch.zeros(self.n_kg_relations + 1, dtype=torch.long)
+            ptr[1:] = torch.cumsum(counts, 0)
+            return triples[:, 0].to(device), triples[:, 2].to(device), ptr
+
+        return self._cached(("KG", str(device)), build)

@@ -58,10 +58,10 @@ def parse_int_lines(path: Path, data: bytes, skip_lines: int = 0) -> IntLines:
     return table
 
 
-def parse_numeric(data: bytes, skip_lines: int = 0, dtype: type = np.int64) -> IntLines | None:
-    """Vectorised parse of whitespace-separated numbers; None when some token is not one.
+def token_layout(data: bytes, skip_lines: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Byte offsets of whitespace-separated tokens, their 0-based lines, and tokens per line.
 
-    The first ``skip_lines`` lines (a header) are left out; token lines keep file numbering.
+    The first ``skip_lines`` lines (a header) are left out; lines keep file numbering.
     """
     raw = np.frombuffer(data, dtype=np.uint8)
     space = (raw == 32) | ((raw >= 9) & (raw <= 13))  # C isspace(), as np.fromstring uses
@@ -69,11 +69,16 @@ def parse_numeric(data: bytes, skip_lines: int = 0, dtype: type = np.int64) -> I
     start = ~space
     start[1:] &= space[:-1]
     starts = np.flatnonzero(start)
-    token_line = np.searchsorted(newlines, starts).astype(np.int64)  # newlines before = line
+    token_line = np.searchsorted(newlines, starts).astype(np.int64, copy=False)  # newlines before = line
     if skip_lines:
         keep = token_line >= skip_lines
         starts, token_line = starts[keep], token_line[keep]
-    counts = np.bincount(token_line, minlength=len(newlines) + 1)
+    return starts, token_line, np.bincount(token_line, minlength=len(newlines) + 1)
+
+
+def parse_numeric(data: bytes, skip_lines: int = 0, dtype: type = np.int64) -> IntLines | None:
+    """Vectorised parse of whitespace-separated numbers; None when some token is not one."""
+    starts, token_line, counts = token_layout(data, skip_lines)
     if len(starts) == 0:  # np.fromstring would read a blank text as [0]
         return IntLines(np.zeros(0, dtype), token_line, counts)
     text = data[int(starts[0]) :].decode("latin-1")
@@ -84,6 +89,14 @@ def parse_numeric(data: bytes, skip_lines: int = 0, dtype: type = np.int64) -> I
     if len(values) != len(starts):
         return None
     return IntLines(values, token_line, counts)
+
+
+def fields_per_line(data: bytes, sep: int) -> np.ndarray:
+    """Number of ``sep``-separated fields on each ``\\n``-terminated line (1 + separators)."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(raw == 10)
+    seps = np.flatnonzero(raw == sep)
+    return np.bincount(np.searchsorted(newlines, seps), minlength=len(newlines) + 1) + 1
 
 
 def _locate_bad_token(path: Path, data: bytes, skip_lines: int) -> DataError:
@@ -142,21 +155,24 @@ def is_integer_token(token: str) -> bool:
     return _INT_RE.fullmatch(token) is not None
 
 
-def dense_ids(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Map string tokens to dense ids in sorted order of the token.
+def sorted_tokens(tokens: set[str] | list[str]) -> list[str]:
+    """Distinct tokens in numeric order when all are integers ("2" < "10"), else lexicographic.
 
-    Numeric order when every token is an integer (MovieLens ids: "2" < "10"), else
-    lexicographic; ties between distinct spellings ("7", "07") are broken by the string, so
-    different tokens never merge. Returns (ids (n,) int64, names (n_unique,) str).
+    Ties between spellings of one number ("7", "07") are broken by the string, so distinct
+    tokens never merge.
     """
-    uniq, inverse = np.unique(np.asarray(tokens, dtype=str), return_inverse=True)
-    names = [str(u) for u in uniq]
-    if names and all(is_integer_token(t) for t in names):
-        order = np.array(sorted(range(len(names)), key=lambda k: (int(names[k]), names[k])), dtype=np.int64)
-        rank = np.empty(len(names), dtype=np.int64)
-        rank[order] = np.arange(len(names))
-        return rank[inverse.reshape(-1)], uniq[order]
-    return inverse.reshape(-1).astype(np.int64), uniq
+    unique = set(tokens)
+    if unique and all(_INT_RE.fullmatch(t) for t in unique):
+        return sorted(unique, key=lambda t: (int(t), t))
+    return sorted(unique)
+
+
+def dense_ids(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Dense ids of string tokens in :func:`sorted_tokens` order: (ids (n,) int64, names)."""
+    names = sorted_tokens(tokens)
+    index = {t: k for k, t in enumerate(names)}
+    ids = np.fromiter(map(index.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+    return ids, np.array(names, dtype=str)
 
 
 def feature_files(directory: Path) -> dict[str, Path]:

@@ -22,6 +22,7 @@ from slifmr.data.formats._common import (
     load_features,
     parse_int_lines,
     read_bytes,
+    token_layout,
 )
 from slifmr.errors import DataError
 
@@ -163,10 +164,57 @@ def _read_list(path: Path) -> np.ndarray | None:
     """
     if not path.is_file():
         return None
+    data = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text ({exc})", path) from exc
+    parsed = _read_list_fast(data, text)
+    orgs, ids, lines = parsed if parsed is not None else _read_list_slow(path, text)
+    n = len(ids)
+    bad = np.flatnonzero((ids < 0) | (ids >= n))
+    if len(bad):
+        k = int(bad[0])
+        raise DataError(
+            f"remap_id {int(ids[k])} out of range: the file has {n} rows (remap ids must be 0..{n - 1})",
+            path,
+            int(lines[k]),
+        )
+    order = np.argsort(ids, kind="stable")
+    dup = order[1:][ids[order][1:] == ids[order][:-1]]
+    if len(dup):
+        k = int(dup.min())
+        raise DataError(f"duplicate remap_id {int(ids[k])}", path, int(lines[k]))
+    names = np.array(orgs, dtype=str)
+    out = np.empty_like(names)
+    out[ids] = names
+    return out
+
+
+def _read_list_fast(data: bytes, text: str) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    """One split for the whole file when every row has the same number of fields."""
+    first = text.split("\n", 1)[0].split()
+    skip = 1 if first and _remap_id(first) is None else 0
+    _, token_line, counts = token_layout(data, skip)
+    rows = np.flatnonzero(counts)
+    if len(rows) == 0:
+        return [], np.zeros(0, np.int64), np.zeros(0, np.int64)
+    width = int(counts[rows[0]])
+    if width < 2 or np.any(counts[rows] != width):
+        return None
+    body = text.split("\n", 1)[1] if skip else text
+    flat = body.split()
+    if len(flat) != len(token_line):  # unicode whitespace: let the slow path decide
+        return None
+    try:
+        ids = np.array(flat[1::width], dtype=np.int64)
+    except ValueError:  # glued or malformed remap ids
+        return None
+    return flat[0::width], ids, rows.astype(np.int64) + 1
+
+
+def _read_list_slow(path: Path, text: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Row by row, for ragged or glued files; names the first malformed line."""
     orgs: list[str] = []
     remaps: list[int] = []
     lines: list[int] = []
@@ -187,24 +235,7 @@ def _read_list(path: Path) -> np.ndarray | None:
         orgs.append(fields[0])
         remaps.append(remap)
         lines.append(number)
-    ids = np.asarray(remaps, dtype=np.int64)
-    n = len(ids)
-    bad = np.flatnonzero((ids < 0) | (ids >= n))
-    if len(bad):
-        k = int(bad[0])
-        raise DataError(
-            f"remap_id {int(ids[k])} out of range: the file has {n} rows (remap ids must be 0..{n - 1})",
-            path,
-            lines[k],
-        )
-    order = np.argsort(ids, kind="stable")
-    dup = order[1:][ids[order][1:] == ids[order][:-1]]
-    if len(dup):
-        k = int(dup.min())
-        raise DataError(f"duplicate remap_id {int(ids[k])}", path, lines[k])
-    out = np.empty(n, dtype=object)
-    out[ids] = orgs
-    return out.astype(str) if n else np.zeros(0, dtype=str)
+    return orgs, np.asarray(remaps, dtype=np.int64), np.asarray(lines, dtype=np.int64)
 
 
 def _remap_id(fields: list[str]) -> int | None:
@@ -224,7 +255,9 @@ def _size(table: np.ndarray | None) -> int | None:
 
 def _org_ids(table: np.ndarray | None, n: int) -> np.ndarray:
     """Original ids from a list file, padded with the dense id for rows the file lacks."""
-    out = np.arange(n).astype(str).astype(object)
-    if table is not None:
-        out[: len(table)] = table[:n]
-    return out.astype(str)
+    if table is not None and len(table) == n:
+        return table
+    dense = np.arange(n).astype(str)
+    if table is None:
+        return dense
+    return np.concatenate([table, dense[len(table) :]])

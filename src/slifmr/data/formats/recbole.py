@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from slifmr.data.dataset import RawDataset
-from slifmr.data.formats._common import dataset_dir, dense_ids, first_occurrences, read_bytes
+from slifmr.data.formats._common import (
+    dataset_dir,
+    dense_ids,
+    fields_per_line,
+    first_occurrences,
+    read_bytes,
+    sorted_tokens,
+)
 from slifmr.errors import DataError
 
 
@@ -51,8 +58,8 @@ def read_recbole(path: str | Path, name: str | None = None) -> RawDataset:
         items=items[keep],
         n_users=len(user_names),
         n_items=n_items,
-        user_ids=user_names.astype(str),
-        item_ids=item_names.astype(str),
+        user_ids=user_names,
+        item_ids=item_names,
         kg=kg,
         n_entities=0 if entity_ids is None else len(entity_ids),
         relation_names=relation_names,
@@ -61,14 +68,15 @@ def read_recbole(path: str | Path, name: str | None = None) -> RawDataset:
     )
 
 
-def read_atomic(path: Path, required: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The ``required`` columns of an atomic file as str arrays, and each row's 1-based line."""
+def read_atomic(path: Path, required: list[str]) -> tuple[dict[str, list[str]], np.ndarray]:
+    """The ``required`` columns of an atomic file as token lists, and each row's 1-based line."""
+    data = read_bytes(path)
     try:
-        text = read_bytes(path).decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text ({exc})", path) from exc
-    rows = text.replace("\r\n", "\n").split("\n")
-    header = [f.split(":", 1)[0].strip() for f in rows[0].split("\t")]
+    rows = text.split("\n")
+    header = [f.split(":", 1)[0].strip() for f in rows[0].rstrip("\r").split("\t")]
     missing = [f for f in required if f not in header]
     if missing:
         raise DataError(f"header lacks field(s) {missing}; it has {header}", path, 1)
@@ -78,12 +86,14 @@ def read_atomic(path: Path, required: list[str]) -> tuple[dict[str, np.ndarray],
     while body and not body[-1].strip():
         body.pop()
 
-    if all(line and line.count("\t") == ncol - 1 for line in body):
-        flat = "\t".join(body).split("\t")  # fast path: a rectangular file
-        cols = {f: np.array(flat[c::ncol], dtype=str) for f, c in index.items()}
+    n_fields = fields_per_line(data, ord("\t"))[1 : len(body) + 1]
+    if body and np.all(n_fields == ncol) and all(body):
+        # fast path, a rectangular file: one split for the whole body
+        flat = "\t".join(body).split("\t")
+        cols = {f: flat[c::ncol] for f, c in index.items()}
         lines = np.arange(2, len(body) + 2, dtype=np.int64)
     else:
-        picked: dict[str, list[str]] = {f: [] for f in required}
+        cols = {f: [] for f in required}
         numbers: list[int] = []
         for number, line in enumerate(body, start=2):
             if not line.strip():
@@ -92,14 +102,14 @@ def read_atomic(path: Path, required: list[str]) -> tuple[dict[str, np.ndarray],
             if len(parts) < ncol:
                 raise DataError(f"malformed line: {len(parts)} field(s) but the header has {ncol}", path, number)
             for f, c in index.items():
-                picked[f].append(parts[c])
+                cols[f].append(parts[c])
             numbers.append(number)
-        cols = {f: np.array(v, dtype=str) for f, v in picked.items()}
         lines = np.asarray(numbers, dtype=np.int64)
-    for f in required:
-        empty = np.flatnonzero(np.char.str_len(cols[f]) == 0) if len(lines) else []
-        if len(empty):
-            raise DataError(f"empty {f}", path, int(lines[empty[0]]))
+    for f, c in index.items():
+        if c == ncol - 1:  # a CRLF file leaves "\r" on the last field
+            cols[f] = [t.rstrip("\r") for t in cols[f]]
+        if "" in cols[f]:
+            raise DataError(f"empty {f}", path, int(lines[cols[f].index("")]))
     return cols, lines
 
 
@@ -107,16 +117,17 @@ def _build_kg(kg_path: Path, link_path: Path, item_names: np.ndarray) -> tuple[n
     """KGAT-style triples: linked items are entities 0..n_items-1, other entities follow sorted.
 
     Link rows for items without interactions are ignored (that entity stays an ordinary
-    entity); an item or entity linked twice keeps its first link.
+    entity); an item or entity linked twice keeps its first link. Triples are kept as they
+    are (no de-duplication, no inverse relations: models add those).
     """
     n_items = len(item_names)
-    item_entity = np.array([f"item:{t}" for t in item_names], dtype=object)  # unlinked items
+    item_entity = [f"item:{t}" for t in item_names]  # unlinked items keep a readable key
     entity_item: dict[str, int] = {}
     if link_path.is_file():
         link, _ = read_atomic(link_path, ["item_id", "entity_id"])
         item_index = {str(t): k for k, t in enumerate(item_names)}
         linked = np.zeros(n_items, dtype=bool)
-        for item, entity in zip(link["item_id"].tolist(), link["entity_id"].tolist()):
+        for item, entity in zip(link["item_id"], link["entity_id"]):
             k = item_index.get(item)
             if k is None or linked[k] or entity in entity_item:
                 continue
@@ -126,17 +137,13 @@ def _build_kg(kg_path: Path, link_path: Path, item_names: np.ndarray) -> tuple[n
 
     cols, _ = read_atomic(kg_path, ["head_id", "relation_id", "tail_id"])
     heads, tails = cols["head_id"], cols["tail_id"]
-    uniq, inverse = np.unique(np.concatenate([heads, tails]), return_inverse=True)
-    ent_id = np.full(len(uniq), -1, dtype=np.int64)
-    for k, token in enumerate(uniq.tolist()):
-        item = entity_item.get(token)
-        if item is not None:
-            ent_id[k] = item
-    others = np.flatnonzero(ent_id < 0)
-    other_rank, other_names = dense_ids(uniq[others])
-    ent_id[others] = n_items + other_rank
-    inverse = inverse.reshape(-1)
+    others = sorted_tokens({e for e in set(heads) | set(tails) if e not in entity_item})
+    ent_index = dict(entity_item)
+    ent_index.update((e, n_items + k) for k, e in enumerate(others))
     relations, relation_names = dense_ids(cols["relation_id"])
-    kg = np.stack([ent_id[inverse[: len(heads)]], relations, ent_id[inverse[len(heads) :]]], axis=1)
-    entity_ids = np.concatenate([item_entity.astype(str), other_names.astype(str)])
-    return kg.astype(np.int64), entity_ids, [str(r) for r in relation_names]
+    kg = np.empty((len(heads), 3), dtype=np.int64)
+    kg[:, 0] = np.fromiter(map(ent_index.__getitem__, heads), dtype=np.int64, count=len(heads))
+    kg[:, 1] = relations
+    kg[:, 2] = np.fromiter(map(ent_index.__getitem__, tails), dtype=np.int64, count=len(tails))
+    entity_ids = np.array(item_entity + others, dtype=str)
+    return kg, entity_ids, [str(r) for r in relation_names]

@@ -1,0 +1,141 @@
+"""Self-loop graph enhancement (SGE, Eq. 16-18) as a Lightning Callback.
+
+Every ``interval`` epochs, on ``on_train_epoch_end`` (after that epoch's validation), build a
+top-N cosine graph over the fused item representations (no gradient, chunked) and hand it to
+the DataModule's graph store -- the one door back upstream -- which injects it into A, S and
+the KG. The graph is callback state: it is saved in checkpoints and restored on resume.
+
+Checkpoint timing: set ``ModelCheckpoint(save_on_train_epoch_end=True)`` (conf/callbacks does):
+Lightning runs checkpoint callbacks last, so a checkpoint of epoch e holds the weights of
+epoch e, the graph refreshed after it (used to resume training) and the graph that was in
+force during epoch e and its validation (used when that checkpoint is tested).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from slifmr.graphs.knn import knn_graph, laplacian_normalize
+from slifmr.graphs.similarity import degree_gini, edge_jaccard, edge_overlap
+
+log = logging.getLogger(__name__)
+
+MODES = ("replace", "accumulate")
+
+
+def topn_per_row(rows: Tensor, cols: Tensor, vals: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Keep the ``n`` largest values of each row (ties: lower column), vectorised."""
+    order = torch.argsort(cols, stable=True)
+    order = order[torch.argsort(-vals[order], stable=True)]
+    order = order[torch.argsort(rows[order], stable=True)]
+    r = rows[order]
+    start = torch.searchsorted(r, r, right=False)
+    keep = order[(torch.arange(len(r)) - start) < n]
+    return rows[keep], cols[keep], vals[keep]
+
+
+class SelfLoopCallback(pl.Callback):
+    """Refresh the item-item graph G^n from the model's fused item representations."""
+
+    def __init__(self, enabled: bool = True, interval: int = 1, top_n: int = 10, mode: str = "replace",
+                 momentum: float = 0.5, chunk_size: int = 1024):
+        if mode not in MODES:
+            raise ValueError(f"self_loop.mode must be one of {MODES}, got '{mode}'")
+        if interval < 1:
+            raise ValueError(f"self_loop.interval must be >= 1, got {interval}")
+        self.enabled, self.interval, self.top_n = enabled, interval, top_n
+        self.mode, self.momentum, self.chunk_size = mode, momentum, chunk_size
+        self.raw: Tensor | None = None  # (I, I) COO, cosine top-N values before normalisation
+        self.eval_raw: Tensor | None = None  # the graph in force during the last refreshed epoch
+        self.last_refresh_epoch = -1
+        self.n_refreshes = 0
+
+    # -- the refresh ---------------------------------------------------------------------------
+    def build(self, items: Tensor) -> Tensor:
+        """Raw top-N cosine graph (I, I) of item representations, mixed with the previous one
+        in ``accumulate`` mode (``(1-m) G^{n-1} + m G^n``, re-sparsified to top-N per row)."""
+        n = items.shape[0]
+        rows, cols, vals = knn_graph(items.detach().float().cpu(), self.top_n, chunk_size=self.chunk_size)
+        vals = vals.clamp_min(0)
+        if self.mode == "accumulate" and self.raw is not None:
+            pr, pc = self.raw.indices()
+            rows, cols = torch.cat([pr, rows]), torch.cat([pc, cols])
+            vals = torch.cat([(1 - self.momentum) * self.raw.values(), self.momentum * vals])
+            g = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce()
+            rows, cols, vals = topn_per_row(*g.indices(), g.values(), self.top_n)
+        return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce()
+
+    def should_refresh(self, epoch: int) -> bool:
+        return self.enabled and (epoch + 1) % self.interval == 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.eval_raw = self.raw  # the graph this epoch trains and validates with
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not hasattr(pl_module, "item_representations") or not self.should_refresh(trainer.current_epoch):
+            return
+        store = trainer.datamodule.graphs
+        t0 = time.perf_counter()
+        previous = self.raw
+        self.raw = self.build(pl_module.item_representations())
+        store.set_item_graph(laplacian_normalize(self.raw))
+        seconds = time.perf_counter() - t0
+        self.last_refresh_epoch = trainer.current_epoch
+        self.n_refreshes += 1
+        stats = {"self_loop/refresh_seconds": seconds, "self_loop/degree_gini": degree_gini(self.raw)}
+        if previous is not None:
+            stats["self_loop/jaccard_prev"] = edge_jaccard(previous, self.raw)
+        knn = store.feature_knn()
+        if knn:
+            stats["self_loop/overlap_feature_knn"] = max(edge_overlap(self.raw, g) for g in knn)
+        pl_module.log_dict(stats, on_step=False, on_epoch=True)
+
+    # -- state ---------------------------------------------------------------------------------
+    def _push(self, trainer: pl.Trainer, raw: Tensor | None) -> None:
+        dm = getattr(trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "graphs", None) is not None:
+            dm.graphs.set_item_graph(None if raw is None else laplacian_normalize(raw))
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After a resume, load_state_dict has restored self.raw: the run continues on that graph.
+        if self.enabled:
+            self._push(trainer, self.raw)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Test a checkpoint with the graph that was in force when it was validated."""
+        if not self.enabled:
+            return
+        path = getattr(trainer, "ckpt_path", None)
+        if path:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            state = ckpt.get("callbacks", {}).get(self.state_key)
+            if state is not None:
+                self._push(trainer, self._graph(state, "eval"))
+
+    @staticmethod
+    def _graph(state: dict, which: str) -> Tensor | None:
+        idx = state.get(f"{which}_indices")
+        if idx is None:
+            return None
+        n = state["n_items"]
+        return torch.sparse_coo_tensor(idx, state[f"{which}_values"], (n, n)).coalesce()
+
+    def state_dict(self) -> dict:
+        state: dict = {"last_refresh_epoch": self.last_refresh_epoch, "n_refreshes": self.n_refreshes,
+                       "n_items": None}
+        for which, g in (("raw", self.raw), ("eval", self.eval_raw)):
+            if g is not None:
+                state[f"{which}_indices"], state[f"{which}_values"] = g.indices(), g.values()
+                state["n_items"] = g.shape[0]
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.last_refresh_epoch = state["last_refresh_epoch"]
+        self.n_refreshes = state["n_refreshes"]
+        self.raw = self._graph(state, "raw")
+        self.eval_raw = self._graph(state, "eval")

@@ -1,0 +1,151 @@
+"""The user-item interaction graph (Eq. 1, 18) and its symmetric normalisation (Eq. 7).
+
+Conventions: sparse matrices are coalesced torch COO tensors; node ids of the bipartite graph
+are users ``0..U-1`` followed by items ``U..U+I-1``. Nothing here builds a dense ``(n, n)``
+matrix.
+
+``torch.sparse.mm`` on CPU (measured on a 95k x 95k graph with 1.7M non-zeros and a (95k, 64)
+dense operand that requires grad, 2 threads): COO forward ~300-540 ms + backward ~380-730 ms;
+CSR forward ~130-230 ms but backward ~630-810 ms (autograd transposes the CSR operand on every
+call); CSR forward with a precomputed CSR of ``A^T`` for the backward (:func:`csr_mm`)
+~200-260 ms + ~160-275 ms. Plain ``torch.sparse.mm`` with COO is therefore the safe default,
+and ``csr_pair`` + ``csr_mm`` the fast path for a constant graph (2-3x faster forward+backward).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _coo(indices: Tensor, values: Tensor, size: tuple[int, int], coalesced: bool = False) -> Tensor:
+    """A COO tensor; ``coalesced=True`` promises indices are sorted and unique (skips a sort)."""
+    if coalesced:
+        return torch.sparse_coo_tensor(indices, values, size, is_coalesced=True)
+    return torch.sparse_coo_tensor(indices, values, size).coalesce()
+
+
+def bipartite_adjacency(
+    users: Tensor,
+    items: Tensor,
+    n_users: int,
+    n_items: int,
+    item_item: Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """The symmetric interaction graph ``A = [[0, R], [R^T, G]]`` (Eq. 1; Eq. 18 with ``G``).
+
+    Args:
+        users: (n,) int64 user ids in ``[0, n_users)``.
+        items: (n,) int64 item ids in ``[0, n_items)``; ``(users[e], items[e])`` is one interaction.
+            Repeated pairs are merged (R is binary: every R entry is 1).
+        n_users, n_items: U and I.
+        item_item: optional sparse (I, I) graph placed in the item-item corner with its own
+            values (the self-loop graph G^n of Eq. 18); ``None`` leaves the corner empty.
+        dtype: value dtype when ``item_item`` is None (otherwise ``item_item``'s dtype).
+
+    Returns:
+        (U+I, U+I) coalesced COO; users are rows/cols ``0..U-1``, item ``i`` is ``U + i``.
+    """
+    users = users.reshape(-1).long()
+    items = items.reshape(-1).long()
+    if users.shape != items.shape:
+        raise ValueError(f"users {tuple(users.shape)} and items {tuple(items.shape)} differ in length")
+    if users.numel() and (int(users.min()) < 0 or int(users.max()) >= n_users):
+        raise ValueError(f"user ids must lie in [0, {n_users})")
+    if items.numel() and (int(items.min()) < 0 or int(items.max()) >= n_items):
+        raise ValueError(f"item ids must lie in [0, {n_items})")
+    n = n_users + n_items
+    device = users.device
+    if item_item is not None:
+        dtype = item_item.dtype
+    # unique (user, item) pairs, sorted by user then item
+    pair_keys = torch.unique(users * n_items + items)
+    u, i = pair_keys // n_items, pair_keys % n_items + n_users
+    rows = torch.cat([u, i])
+    cols = torch.cat([i, u])
+    values = torch.ones(rows.numel(), dtype=dtype, device=device)
+    if item_item is not None:
+        if tuple(item_item.shape) != (n_items, n_items):
+            raise ValueError(f"item_item must be ({n_items}, {n_items}), got {tuple(item_item.shape)}")
+        g = item_item.coalesce().to(device)
+        gi = g.indices()
+        rows = torch.cat([rows, gi[0] + n_users])
+        cols = torch.cat([cols, gi[1] + n_users])
+        values = torch.cat([values, g.values().to(dtype)])
+    # the R, R^T and G blocks are disjoint, so coalescing only sorts (nothing is summed)
+    return _coo(torch.stack([rows, cols]), values, (n, n))
+
+
+def sym_normalize(adj: Tensor) -> Tensor:
+    """``D^-1/2 A D^-1/2`` with ``D = diag(row sums of A)`` (Eq. 4, 7).
+
+    Rows whose sum is <= 0 get a zero scale (no NaN/inf): their entries, and the entries of
+    their column, become 0 (kept as explicit zeros). Differentiable in ``adj``'s values.
+
+    Args:
+        adj: (n, n) sparse COO (coalesced or not).
+
+    Returns:
+        (n, n) coalesced COO with the same sparsity pattern as ``adj.coalesce()``.
+    """
+    if adj.layout != torch.sparse_coo:
+        raise ValueError(f"sym_normalize expects a sparse COO tensor, got {adj.layout}")
+    if adj.shape[0] != adj.shape[1]:
+        raise ValueError(f"sym_normalize expects a square matrix, got {tuple(adj.shape)}")
+    adj = adj.coalesce()
+    idx, val = adj.indices(), adj.values()
+    n = adj.shape[0]
+    deg = torch.zeros(n, dtype=val.dtype, device=val.device).index_add(0, idx[0], val)
+    pos = deg > 0
+    d_inv_sqrt = torch.where(pos, deg.clamp_min(torch.finfo(deg.dtype).tiny).rsqrt(), torch.zeros_like(deg))
+    new_val = d_inv_sqrt[idx[0]] * val * d_inv_sqrt[idx[1]]
+    return _coo(idx, new_val, (n, n), coalesced=True)
+
+
+def to_csr(adj: Tensor) -> Tensor:
+    """(n, m) sparse COO (or CSR) -> the same matrix as a sparse CSR tensor.
+
+    CSR makes the *forward* ``torch.sparse.mm(A, X)`` about 2x faster on CPU, but autograd's
+    backward with a CSR operand is slower than COO's (see the module docstring): for
+    training, use :func:`csr_pair` + :func:`csr_mm`, or plain COO.
+    """
+    if adj.layout == torch.sparse_csr:
+        return adj
+    return adj.coalesce().to_sparse_csr()
+
+
+def csr_pair(adj: Tensor) -> tuple[Tensor, Tensor]:
+    """(n, m) sparse -> ``(A, A^T)`` as CSR tensors, for :func:`csr_mm`."""
+    coo = adj.to_sparse_coo() if adj.layout != torch.sparse_coo else adj
+    coo = coo.coalesce()
+    return coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr()
+
+
+class _CsrMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: Tensor, a_t: Tensor, x: Tensor) -> Tensor:  # noqa: D401
+        ctx.a_t = a_t
+        return torch.sparse.mm(a, x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        return None, None, torch.sparse.mm(ctx.a_t, grad.contiguous())
+
+
+def csr_mm(a: Tensor, a_t: Tensor, x: Tensor) -> Tensor:
+    """``A @ X`` for a *constant* sparse ``A`` (no gradient to its values), gradient to ``X``.
+
+    Args:
+        a: (n, m) CSR; a_t: (m, n) CSR holding ``A^T`` (from :func:`csr_pair`; for a symmetric
+            graph ``a_t`` may be ``a`` itself).
+        x: (m, d) dense.
+
+    Returns:
+        (n, d) dense. The backward is ``A^T @ grad`` with the precomputed ``a_t`` (autograd's
+        default transposes a CSR operand on every call, which is what makes it slow).
+    """
+    if a.layout != torch.sparse_csr or a_t.layout != torch.sparse_csr:
+        raise ValueError("csr_mm expects CSR tensors (see csr_pair)")
+    return _CsrMM.apply(a.detach(), a_t.detach(), x)

@@ -1,0 +1,33 @@
+"""Item feature-graph encoder (Eq. 5, 9): propagation over ``S = sum_m alpha_m S^m``.
+
+``alpha = softmax(logits)`` is learned (Eq. 5). The graphs come from the DataModule (kNN on
+raw features, Laplacian-normalised, self-loop graph injected); this module only propagates.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class FeatureGraphEncoder(nn.Module):
+    """``L_m`` layers of ``x <- S x`` (no self term), output ``mean(layers 1..L_m) + layer 0``."""
+
+    def __init__(self, n_modalities: int, n_layers: int):
+        super().__init__()
+        self.n_layers = n_layers
+        self.modality_logits = nn.Parameter(torch.zeros(max(n_modalities, 1)))
+
+    def modality_weights(self) -> Tensor:
+        return torch.softmax(self.modality_logits, dim=0)
+
+    def forward(self, graphs: list[Tensor], x0: Tensor) -> Tensor:
+        """graphs: per-modality (I, I) sparse; x0: (I, d) layer-0 item representation."""
+        if self.n_layers == 0 or not graphs:
+            return x0
+        alpha = self.modality_weights()
+        x, acc = x0, torch.zeros_like(x0)
+        for _ in range(self.n_layers):
+            x = sum(alpha[m] * torch.sparse.mm(g, x) for m, g in enumerate(graphs))
+            acc = acc + x
+        return acc / self.n_layers + x0

@@ -1,0 +1,143 @@
+"""SLIF-MR (Guo et al., arXiv 2507.09998): interaction, feature-graph and KG encoders, item-level
+fusion, self-loop graph enhancement (via the callback and the graph store) and consistency losses.
+
+Equation by equation as ../shared/SPEC.md decides; each ambiguity is a constructor switch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from slifmr.errors import DataError
+from slifmr.models.base import RecModel
+from slifmr.models.encoders.feature_graph import FeatureGraphEncoder
+from slifmr.models.encoders.interaction import lightgcn_residual
+from slifmr.models.encoders.kg_attention import KGAttentionEncoder
+from slifmr.models.fusion import build_fusion
+from slifmr.models.losses import bpr_loss, inter_modal_loss, l2_reg, uniformity_loss
+
+
+class SLIFMR(RecModel):
+    """Score ``y_ui = x̄_u · x_i`` with ``x_i`` the fusion of x̄_i (interactions), x̃_i (features),
+    x̂_i (KG). Loss (Eq. 24): ``bpr + beta*inter + gamma*intra + eta*||ego||^2``."""
+
+    def __init__(
+        self,
+        meta: dict,
+        embedding_dim: int = 64,
+        L: int = 2,
+        L_b: int | None = None,
+        L_m: int | None = None,
+        L_k: int | None = None,
+        use_kg: bool = True,
+        use_mm: bool = True,
+        fusion: str = "ailf",
+        feature_input: str = "id",
+        kg_score_per_layer: bool = False,
+        consistency: dict | None = None,
+        reg_weight: float = 1e-4,
+        lr: float = 1e-3,
+        topk=(10, 20, 50),
+    ):
+        super().__init__(meta, lr=lr, topk=topk)
+        self.save_hyperparameters()
+        cons = {"enabled": True, "beta": 0.1, "gamma": 1e-3, "tau": 0.2, "t": 2.0, "exclude_positive": True}
+        unknown = set(consistency or {}) - set(cons)
+        if unknown:
+            raise ValueError(f"unknown consistency keys {sorted(unknown)}; allowed: {sorted(cons)}")
+        cons.update(consistency or {})
+        self.cons = cons
+        self.L_b, self.L_m, self.L_k = (L if x is None else x for x in (L_b, L_m, L_k))
+        self.use_mm = use_mm and bool(meta.get("features"))
+        if use_mm and not meta.get("features"):
+            raise DataError("model.use_mm=true but the dataset has no feature matrices; set model.use_mm=false")
+        if use_kg and int(meta.get("n_entities", 0)) == 0:
+            raise DataError("model.use_kg=true but the dataset has no knowledge graph; set model.use_kg=false")
+        if feature_input not in ("id", "projected"):
+            raise ValueError(f"feature_input must be 'id' or 'projected', got '{feature_input}'")
+        self.use_kg = use_kg
+        self.feature_input = feature_input
+        self.reg_weight = reg_weight
+        d = embedding_dim
+        self.user_emb = nn.Embedding(self.n_users, d)
+        self.item_emb = nn.Embedding(self.n_items, d)
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+        n_views = 1
+        if self.use_mm:
+            self.feature_encoder = FeatureGraphEncoder(len(meta["features"]), self.L_m)
+            if feature_input == "projected":
+                self.feature_proj = nn.ModuleDict({m: nn.Linear(dim, d) for m, dim in meta["features"].items()})
+            n_views += 1
+        if self.use_kg:
+            n_other = int(meta["n_entities"]) - self.n_items
+            self.entity_emb = nn.Embedding(max(n_other, 1), d)
+            nn.init.xavier_uniform_(self.entity_emb.weight)
+            self.kg_encoder = KGAttentionEncoder(int(meta["n_kg_relations"]), d, self.L_k,
+                                                 score_per_layer=kg_score_per_layer)
+            n_views += 1
+        self.fusion = build_fusion(fusion, d, n_views)
+
+    # -- encoders ------------------------------------------------------------------------------
+    def _feature_x0(self) -> Tensor:
+        x0 = self.item_emb.weight
+        if self.feature_input == "projected":
+            feats = self.graphs.features
+            masks = self.graphs.masks
+            proj = [self.feature_proj[m](feats[m].to(self.device)) * masks[m].to(self.device).unsqueeze(1)
+                    for m in self.feature_proj]
+            x0 = x0 + torch.stack(proj).sum(0)
+        return x0
+
+    def views(self) -> tuple[Tensor, list[Tensor]]:
+        """(x̄_u (U, d), [x̄_i, x̃_i, x̂_i] each (I, d), in that order, minus ablated views)."""
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
+        bar = lightgcn_residual(self.graphs.interaction_adj(self.device), ego, self.L_b)
+        bar_u, bar_i = bar[: self.n_users], bar[self.n_users :]
+        views = [bar_i]
+        if self.use_mm:
+            views.append(self.feature_encoder(self.graphs.feature_graphs(self.device), self._feature_x0()))
+        if self.use_kg:
+            heads, tails, ptr = self.graphs.kg_edges(self.device)
+            x0 = torch.cat([self.item_emb.weight, self.entity_emb.weight[: self.meta["n_entities"] - self.n_items]])
+            views.append(self.kg_encoder(x0, heads, tails, ptr)[: self.n_items])
+        return bar_u, views
+
+    def forward(self) -> tuple[Tensor, Tensor, list[Tensor]]:
+        bar_u, views = self.views()
+        fused, _ = self.fusion(views)
+        return bar_u, fused, views
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        bar_u, fused, _ = self.forward()
+        return bar_u, fused
+
+    @torch.no_grad()
+    def item_representations(self) -> Tensor:
+        """Fused x_i (I, d): what the self-loop callback builds its item-item graph from."""
+        return self.forward()[1]
+
+    @torch.no_grad()
+    def fusion_weights(self) -> Tensor | None:
+        _, views = self.views()
+        return self.fusion(views)[1]
+
+    # -- loss ----------------------------------------------------------------------------------
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        u, p, n = batch["users"], batch["pos"], batch["neg"]
+        bar_u, fused, views = self.forward()
+        bpr = bpr_loss((bar_u[u] * fused[p]).sum(-1), (bar_u[u] * fused[n]).sum(-1))
+        reg = l2_reg(self.user_emb(u), self.item_emb(p), self.item_emb(n))
+        out = {"bpr": bpr, "reg": reg}
+        total = bpr + self.reg_weight * reg
+        if self.cons["enabled"]:
+            items = torch.unique(p)
+            target = fused[items]
+            inter = sum(inter_modal_loss(v[items], target, self.cons["tau"], self.cons["exclude_positive"])
+                        for v in views)
+            intra = sum(uniformity_loss(v[items], self.cons["t"]) for v in views)
+            total = total + self.cons["beta"] * inter + self.cons["gamma"] * intra
+            out.update(inter=inter, intra=intra)
+        out["loss"] = total
+        return out

@@ -1,0 +1,55 @@
+"""End to end through Hydra compose: the configs instantiate and a model trains and tests."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from slifmr.config import register_resolvers
+from slifmr.train import train
+
+register_resolvers()
+
+
+def make_cfg(tmp_path: Path, overrides: list[str], config_name: str = "train"):
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="slifmr.conf", version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+    return cfg
+
+
+@pytest.mark.parametrize("model", ["pop", "mf", "lightgcn"])
+def test_models_train_and_test_on_tiny(tmp_path, shared_data, model):
+    cfg = make_cfg(tmp_path, [
+        "dataset=ml-100k-kg-tiny", f"paths.data_dir={shared_data}", f"model={model}",
+        "trainer.max_epochs=2", "callbacks.progress_bar=null",
+    ])
+    metrics = train(cfg)
+    for k in (10, 20, 50):
+        for m in ("recall", "ndcg", "precision"):
+            v = metrics[f"test/{m}@{k}"]
+            assert 0.0 <= v <= 1.0 and not math.isnan(v)
+    assert metrics["test/recall@50"] >= metrics["test/recall@10"]
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").exists() or model == "pop"
+
+
+def test_misspelt_key_is_an_error(tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        make_cfg(tmp_path, ["model.n_layerz=2"])
+
+
+def test_unknown_model_names_the_choices(tmp_path):
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match="nosuchmodel"):
+        make_cfg(tmp_path, ["model=nosuchmodel"])
