@@ -22,9 +22,9 @@ register_resolvers()
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train (early stopping on valid), then test once with the best checkpoint."""
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.dataset)
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
     datamodule.setup("fit")
-    model: pl.LightningModule = hydra.utils.instantiate(cfg.model, meta=datamodule.meta)
+    model: pl.LightningModule = hydra.utils.instantiate(cfg.model, meta=datamodule.meta, _convert_="all")
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"), cfg)
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)

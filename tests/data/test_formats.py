@@ -342,3 +342,10 @@ def test_read_dataset_dispatch(tmp_path):
     assert read_dataset("KGAT", d, name="x").name == "x"
     msg = raises(lambda: read_dataset("csv", d), "unknown dataset format 'csv'", "allowed")
     assert all(f in msg for f in FORMATS)
+
+
+def test_huge_ids_are_errors_not_overflows(tmp_path):
+    d = kgat_dir(tmp_path, item_list__txt="org_id remap_id\na 0\nb 99999999999999999999\n")
+    raises(lambda: read_kgat(d), "item_list.txt, line 3", "too large")
+    m = mmrec_dir(tmp_path, HEAD + "0\t1\t5\t1\t0\n1\t1e20\t4\t2\t1\n")
+    raises(lambda: read_mmrec(m), "mm.inter, line 3", "too large")

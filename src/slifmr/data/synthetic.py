@@ -17,7 +17,6 @@ score matrix is never materialised, only chunks of ``_CHUNK_ELEMS`` scores at a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +26,8 @@ from slifmr.errors import DataError
 
 # Scores held at once while sampling (float32 scores + float64 CDF: ~200 MB at 2**24)
 _CHUNK_ELEMS = 2**24
+# Scores per CDF block (two-level CDF, see _cdf_chunk)
+_BLOCK = 64
 # Inverse-CDF rounds before the exact Gumbel-top-k fallback takes the few rows still short
 _CDF_ROUNDS = 3
 # Candidate users per item when giving every item one interaction (keeps that pass on-signal)
@@ -109,45 +110,53 @@ def latent_factors(cfg: SyntheticConfig) -> Latents:
 
 def _sample_distinct(
     rng: np.random.Generator,
-    logits_fn: Callable[[np.ndarray], np.ndarray],
+    A: np.ndarray,
+    B: np.ndarray,
+    bias: np.ndarray,
     counts: np.ndarray,
-    n_cols: int,
     exclude: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each row r draw ``counts[r]`` distinct columns not in ``exclude`` (keys row*n_cols+col),
-    without replacement, with probability proportional to ``exp(logits_fn(rows))``.
+    """For each row r of ``A`` draw ``counts[r]`` distinct columns not in ``exclude`` (keys
+    ``r * n_cols + c``), without replacement, with probability proportional to
+    ``exp(A[r] @ B + bias)``. Returns (rows, cols).
 
     Drawing with replacement and keeping the first new columns in draw order is exactly
     successive sampling without replacement, so most rows are served by cheap inverse-CDF draws
-    (a few per row, no big random matrix); rows still short after a few rounds finish with an
-    exact Gumbel-top-k. Memory is O(_CHUNK_ELEMS), never rows x cols. Needs
-    ``counts[r] <= n_cols - |exclude in row r|``.
+    (no random number per score); rows still short after a few rounds finish with an exact
+    Gumbel-top-k. Scores are built _CHUNK_ELEMS at a time, never rows x cols.
+    Needs ``counts[r] <= n_cols - |exclude in row r|``.
     """
+    n_cols = B.shape[1]
+    BT = np.ascontiguousarray(np.concatenate([B, bias[None, :]]).T, dtype=np.float32)  # (n_cols, k+1)
+    A1 = np.concatenate([A, np.ones((len(A), 1), A.dtype)], axis=1).astype(np.float32)
     need = counts.astype(np.int64).copy()
     chosen = np.unique(exclude.astype(np.int64))
     new_keys: list[np.ndarray] = []
     chunk = max(1, _CHUNK_ELEMS // n_cols)
+    n_pad = -(-n_cols // _BLOCK) * _BLOCK
+    buf = np.zeros(n_pad * min(chunk, len(A)), dtype=np.float32)  # reused: no page faults per chunk
     for rnd in range(_CDF_ROUNDS + 1):
         active = np.flatnonzero(need > 0)
         if len(active) == 0:
             break
-        gumbel = rnd == _CDF_ROUNDS
-        keys_parts = []
+        parts = []
         for s in range(0, len(active), chunk):
             rows = active[s : s + chunk]
-            scores = np.asarray(logits_fn(rows), dtype=np.float32)
-            keys_parts.append(
-                _gumbel_chunk(rng, scores, rows, need[rows], n_cols, chosen)
-                if gumbel
-                else _cdf_chunk(rng, scores, rows, need[rows] * (1.5 * 2**rnd) + 2, n_cols)
-            )
-        keys = np.concatenate(keys_parts)  # row-grouped, in draw order within a row
+            if rnd == _CDF_ROUNDS:
+                scores = A1[rows] @ BT.T
+                parts.append(_gumbel_chunk(rng, scores, rows, need[rows], chosen))
+            else:
+                scores = buf[: n_pad * len(rows)].reshape(n_pad, len(rows))
+                np.matmul(BT, A1[rows].T, out=scores[:n_cols])  # (n_cols, rows): cheap column sums
+                draws = (need[rows] * 2.0**rnd * 2 + 4).astype(np.int64)
+                parts.append(_cdf_chunk(rng, scores, n_cols, rows, draws))
+        keys = np.concatenate(parts)  # row-grouped ascending, in draw order within a row
         keys = keys[~_isin_sorted(keys, chosen)]
         _, first = np.unique(keys, return_index=True)
-        keys = keys[np.sort(first)]  # first occurrence of each new pair, draw order kept
+        keys = keys[np.sort(first)]  # first draw of each new pair, draw order kept
         rows = keys // n_cols
-        starts = np.searchsorted(rows, rows, side="left")  # rows is sorted (row-grouped)
-        keys = keys[np.arange(len(keys)) - starts < need[rows]]
+        rank = np.arange(len(keys)) - np.searchsorted(rows, rows, side="left")
+        keys = keys[rank < need[rows]]
         need -= np.bincount(keys // n_cols, minlength=len(need))
         new_keys.append(keys)
         chosen = np.union1d(chosen, keys)
@@ -165,33 +174,41 @@ def _isin_sorted(keys: np.ndarray, sorted_ref: np.ndarray) -> np.ndarray:
 
 
 def _cdf_chunk(
-    rng: np.random.Generator, scores: np.ndarray, rows: np.ndarray, n_draws: np.ndarray, n_cols: int
+    rng: np.random.Generator, scores: np.ndarray, n_cols: int, rows: np.ndarray, n_draws: np.ndarray
 ) -> np.ndarray:
-    """Draws with replacement from each row's softmax; one flat float64 CDF with row r's values in
-    [r, r+1] lets a single searchsorted serve every row."""
-    n_draws = n_draws.astype(np.int64)
-    scores -= scores.max(axis=1, keepdims=True)
-    np.exp(scores, out=scores)
-    cdf = np.cumsum(scores, axis=1, dtype=np.float64)
-    del scores
-    cdf /= cdf[:, -1:]
-    cdf += np.arange(len(rows), dtype=np.float64)[:, None]
-    local = np.repeat(np.arange(len(rows)), n_draws)
+    """``n_draws[j]`` draws with replacement from column j's softmax of ``scores`` (n_pad, len(rows)).
+
+    A full cumsum over 25k scores per row is slow in numpy, so the CDF is two-level: block sums of
+    _BLOCK scores locate the block (flat float64 searchsorted, row j offset by j), then a cumsum of
+    that one block per draw locates the column.
+    """
+    n_pad, b = scores.shape
+    s = scores[:n_cols]
+    s -= s.max(axis=0)
+    np.exp(s, out=s)
+    scores[n_cols:] = 0.0
+    blocks = scores.reshape(-1, _BLOCK, b).sum(axis=1).T.astype(np.float64)  # (b, n_blocks)
+    cum = np.cumsum(blocks, axis=1)
+    cum /= cum[:, -1:]
+    cum += np.arange(b, dtype=np.float64)[:, None]
+    local = np.repeat(np.arange(b), n_draws)
     u = local + rng.random(len(local))
-    col = np.searchsorted(cdf.ravel(), u, side="right") - local * n_cols
-    col = np.clip(col, 0, n_cols - 1)
+    flat = np.searchsorted(cum.ravel(), u, side="right")
+    blk = np.minimum(flat - local * cum.shape[1], cum.shape[1] - 1)
+    below = np.where(blk > 0, cum.ravel()[np.maximum(flat - 1, 0)] - local, 0.0)
+    resid = (u - local - below) * blocks.sum(axis=1)[local]  # mass left to cover inside the block
+    vals = scores[blk[:, None] * _BLOCK + np.arange(_BLOCK), local[:, None]]
+    pos = (np.cumsum(vals, axis=1, dtype=np.float64) <= resid[:, None]).sum(axis=1)
+    last = _BLOCK - 1 - np.argmax(vals[:, ::-1] > 0, axis=1)  # rounding never lands on a zero
+    col = np.minimum(blk * _BLOCK + np.minimum(pos, last), n_cols - 1)
     return rows[local] * n_cols + col
 
 
 def _gumbel_chunk(
-    rng: np.random.Generator,
-    scores: np.ndarray,
-    rows: np.ndarray,
-    need: np.ndarray,
-    n_cols: int,
-    chosen: np.ndarray,
+    rng: np.random.Generator, scores: np.ndarray, rows: np.ndarray, need: np.ndarray, chosen: np.ndarray
 ) -> np.ndarray:
     """Exact sampling without replacement (Gumbel-top-k) with already chosen columns masked."""
+    n_cols = scores.shape[1]
     scores += rng.gumbel(size=scores.shape).astype(np.float32)
     lo, hi = np.searchsorted(chosen, [rows[0] * n_cols, (rows[-1] + 1) * n_cols])
     taken = chosen[lo:hi]
@@ -239,14 +256,7 @@ def _interactions(cfg: SyntheticConfig, lat: Latents) -> tuple[np.ndarray, np.nd
     f_items = np.arange(n_items)
     forced = np.bincount(f_users, minlength=n_users)
     counts = _user_counts(rng, cfg, lat, forced)
-    QT = np.ascontiguousarray(lat.Q.T * scale)
-
-    def logits(rows: np.ndarray) -> np.ndarray:
-        out = lat.P[rows] @ QT
-        out += lat.log_popularity
-        return out
-
-    u, i = _sample_distinct(rng, logits, counts, n_items, f_users * n_items + f_items)
+    u, i = _sample_distinct(rng, lat.P * scale, lat.Q.T, lat.log_popularity, counts, f_users * n_items + f_items)
     users = np.concatenate([f_users, u])
     items = np.concatenate([f_items, i])
     order = np.lexsort((items, users))
@@ -265,7 +275,7 @@ def _kg(cfg: SyntheticConfig, lat: Latents) -> np.ndarray:
     scale = np.float32(1.0 / (np.sqrt(cfg.latent_dim) * cfg.temperature))
     D = rng.standard_normal((cfg.latent_dim, n_attr), dtype=np.float32) * scale
     counts = np.minimum(rng.poisson(cfg.triples_per_item * (1 - cfg.kg_noise), n_items), n_attr)
-    heads, tails = _sample_distinct(rng, lambda rows: lat.Q[rows] @ D, counts, n_attr, np.zeros(0, np.int64))
+    heads, tails = _sample_distinct(rng, lat.Q, D, np.zeros(n_attr, np.float32), counts, np.zeros(0, np.int64))
     n_noise = int(round(cfg.kg_noise * n_items * cfg.triples_per_item))
     heads = np.concatenate([heads, rng.integers(0, n_items, n_noise)])
     tails = np.concatenate([tails, rng.integers(0, n_attr, n_noise)])

@@ -21,8 +21,8 @@ from torch import Tensor
 def _coo(indices: Tensor, values: Tensor, size: tuple[int, int], coalesced: bool = False) -> Tensor:
     """A COO tensor; ``coalesced=True`` promises indices are sorted and unique (skips a sort)."""
     if coalesced:
-        return torch.sparse_coo_tensor(indices, values, size, is_coalesced=True)
-    return torch.sparse_coo_tensor(indices, values, size).coalesce()
+        return torch.sparse_coo_tensor(indices, values, size, is_coalesced=True, check_invariants=False)
+    return torch.sparse_coo_tensor(indices, values, size, check_invariants=False).coalesce()
 
 
 def bipartite_adjacency(

@@ -13,6 +13,7 @@ class Pop(RecModel):
 
     def __init__(self, meta: dict, topk=(10, 20, 50)):
         super().__init__(meta, lr=0.0, topk=topk)
+        self.save_hyperparameters()
         self.register_buffer("popularity", torch.zeros(self.n_items))
         self.automatic_optimization = False
 

@@ -45,10 +45,6 @@ class IntLines:
     token_line: np.ndarray  # (n_tokens,) int64, 0-based line index
     counts: np.ndarray  # (n_lines,) tokens per line
 
-    def line(self, token: int) -> int:
-        """1-based line number of a token, for error messages."""
-        return int(self.token_line[token]) + 1
-
 
 def parse_int_lines(path: Path, data: bytes, skip_lines: int = 0) -> IntLines:
     """Parse a file of whitespace-separated integers, keeping each token's line number."""

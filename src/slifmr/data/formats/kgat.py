@@ -14,6 +14,7 @@ import numpy as np
 
 from slifmr.data.dataset import TEST, TRAIN, RawDataset
 from slifmr.data.formats._common import (
+    MAX_ID,
     check_ids,
     dataset_dir,
     feature_files,
@@ -208,7 +209,7 @@ def _read_list_fast(data: bytes, text: str) -> tuple[list[str], np.ndarray, np.n
         return None
     try:
         ids = np.array(flat[1::width], dtype=np.int64)
-    except ValueError:  # glued or malformed remap ids
+    except (ValueError, OverflowError):  # glued, malformed or huge remap ids
         return None
     return flat[0::width], ids, rows.astype(np.int64) + 1
 
@@ -232,6 +233,8 @@ def _read_list_slow(path: Path, text: str) -> tuple[list[str], np.ndarray, np.nd
             raise DataError("malformed line: expected 'org_id remap_id'", path, number)
         if remap is None:
             raise DataError(f"malformed line: remap_id '{fields[1]}' is not an integer", path, number)
+        if remap > MAX_ID:
+            raise DataError(f"remap_id {remap} is too large", path, number)
         orgs.append(fields[0])
         remaps.append(remap)
         lines.append(number)

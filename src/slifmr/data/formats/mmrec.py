@@ -14,6 +14,7 @@ import numpy as np
 
 from slifmr.data.dataset import TEST, TRAIN, VALID, RawDataset
 from slifmr.data.formats._common import (
+    MAX_ID,
     check_ids,
     dataset_dir,
     feature_files,
@@ -25,7 +26,7 @@ from slifmr.data.formats._common import (
 )
 from slifmr.errors import DataError
 
-_LABELS = {0: TRAIN, 1: VALID, 2: TEST}
+_LABEL_TO_SPLIT = np.array([TRAIN, VALID, TEST], dtype=np.int8)  # x_label 0 / 1 / 2
 
 
 def read_mmrec(
@@ -70,7 +71,7 @@ def read_mmrec(
                 inter_path,
                 int(lines[k]),
             )
-        split = np.array([_LABELS[0], _LABELS[1], _LABELS[2]], dtype=np.int8)[labels]
+        split = _LABEL_TO_SPLIT[labels]
         _check_consistent(inter_path, users, items, split, lines, n_items, split_field)
         split = split[keep]
 
@@ -117,7 +118,7 @@ def _columns(
         cols = {}
         for f in wanted:
             v = values[:, fields.index(f)]
-            bad = np.flatnonzero(~np.isfinite(v) | (v != np.floor(v)))
+            bad = np.flatnonzero(~np.isfinite(v) | (v != np.floor(v)) | (np.abs(v) > MAX_ID))
             if len(bad):
                 break
             cols[f] = v.astype(np.int64)
@@ -148,11 +149,14 @@ def _columns_slow(
         for f, c in index.items():
             token = parts[c].strip()
             if is_integer_token(token):
-                picked[f].append(int(token))
+                value = int(token)
             elif _integral_float(token):
-                picked[f].append(int(float(token)))
+                value = int(float(token))
             else:
                 raise DataError(f"malformed line: {f} '{token}' is not an integer", path, number)
+            if abs(value) > MAX_ID:
+                raise DataError(f"{f} {value} is too large for a dense id", path, number)
+            picked[f].append(value)
         numbers.append(number)
     return {f: np.asarray(v, dtype=np.int64) for f, v in picked.items()}, np.asarray(numbers, dtype=np.int64)
 
