@@ -21,7 +21,8 @@ def instantiate_loggers(cfg: DictConfig | None, full_cfg: DictConfig) -> list:
     if not cfg:
         return []
     loggers = [hydra.utils.instantiate(c) for c in cfg.values() if c is not None and "_target_" in c]
-    hparams = OmegaConf.to_container(full_cfg, resolve=True)
+    plain = OmegaConf.masked_copy(full_cfg, [k for k in full_cfg if k != "hydra"])  # hydra's node is runtime-only
+    hparams = OmegaConf.to_container(plain, resolve=True)
     for lg in loggers:
         lg.log_hyperparams(hparams)
     return loggers

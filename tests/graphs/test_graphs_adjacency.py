@@ -53,7 +53,7 @@ def test_sym_normalize_by_hand():
 
 def test_item_item_block_and_its_normalisation():
     # G: i0 -> i1 with 0.3, i2 -> i0 with 0.5 (directed, own values)
-    g = torch.sparse_coo_tensor(torch.tensor([[0, 2], [1, 0]]), torch.tensor([0.3, 0.5]), (3, 3)).coalesce()
+    g = torch.sparse_coo_tensor(torch.tensor([[0, 2], [1, 0]]), torch.tensor([0.3, 0.5]), (3, 3), check_invariants=True).coalesce()
     a = bipartite_adjacency(USERS, ITEMS, 2, 3, item_item=g)
     expected = A_EXPECTED.clone()
     expected[2, 3] = 0.3
@@ -80,7 +80,7 @@ def test_sym_normalize_isolated_node_no_nan():
     assert torch.isfinite(an).all()
     assert an[2].abs().sum() == 0 and an[:, 2].abs().sum() == 0
     # explicit zero row in the values: stays 0, no NaN
-    z = torch.sparse_coo_tensor(torch.tensor([[0, 1], [1, 0]]), torch.tensor([0.0, 2.0]), (2, 2))
+    z = torch.sparse_coo_tensor(torch.tensor([[0, 1], [1, 0]]), torch.tensor([0.0, 2.0]), (2, 2), check_invariants=True)
     zn = sym_normalize(z).to_dense()
     assert torch.isfinite(zn).all()
     torch.testing.assert_close(zn, torch.zeros(2, 2))
@@ -99,7 +99,7 @@ def test_csr_mm_matches_coo_forward_and_backward():
     torch.manual_seed(0)
     n, e = 50, 300
     idx = torch.randint(0, n, (2, e))
-    a = torch.sparse_coo_tensor(idx, torch.rand(e), (n, n)).coalesce()  # not symmetric
+    a = torch.sparse_coo_tensor(idx, torch.rand(e), (n, n), check_invariants=True).coalesce()  # not symmetric
     x = torch.randn(n, 4, requires_grad=True)
     g = torch.randn(n, 4)
     torch.sparse.mm(a, x).backward(g)

@@ -205,3 +205,16 @@ def test_state_merge_equals_single_instance() -> None:
         torch.testing.assert_close(value, expected[name], rtol=1e-12, atol=1e-12)
     assert all(fx == "sum" or fx is torch.sum or getattr(fx, "__name__", "") == "dim_zero_sum"
                for fx in full._reductions.values())
+
+
+def test_rank_topk_many_tied_rows_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tie fix processed in several row blocks (incl. constant scores) stays exact."""
+    import slifmr.metrics.ranking as ranking
+
+    monkeypatch.setattr(ranking, "_TIE_BLOCK_ROWS", 3)
+    rng = np.random.default_rng(3)
+    scores, masked, _ = random_case(rng, 17, 20, 2)
+    scores[:5] = 0.0  # constant rows: top-k is just the lowest unmasked ids
+    m_rows, m_cols = pairs(masked, 0, 17)
+    got = rank_topk(torch.from_numpy(scores.copy()), m_rows, m_cols, 6)
+    assert got.tolist() == reference_ranking(scores, masked, 6)

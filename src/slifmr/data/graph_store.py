@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from slifmr.data.dataset import RecDataset
-from slifmr.graphs.adjacency import bipartite_adjacency, sym_normalize
+from slifmr.graphs.adjacency import SparseOperator, bipartite_adjacency, sym_normalize
 from slifmr.graphs.kg import add_inverse
 from slifmr.graphs.knn import knn_adjacency, laplacian_normalize
 from slifmr.graphs.pruning import prune_edges
@@ -75,7 +75,7 @@ class GraphStore:
             self._cache[key] = build()
         return self._cache[key]
 
-    def interaction_adj(self, device: torch.device | str = "cpu", prune: bool = True) -> Tensor:
+    def interaction_adj(self, device: torch.device | str = "cpu", prune: bool = True) -> SparseOperator:
         """(U+I, U+I) symmetric-normalised interaction graph (Eq. 1, 7), degree-pruned (Eq. 6)
         when ``prune_ratio > 0``, with the self-loop graph as item-item block (Eq. 18)."""
 
@@ -85,7 +85,7 @@ class GraphStore:
                 keep = prune_edges(u, i + self.n_users, self.prune_ratio, self._generator(1))
                 u, i = u[keep], i[keep]
             adj = bipartite_adjacency(u, i, self.n_users, self.n_items, item_item=self.item_graph)
-            return sym_normalize(adj).to(device)
+            return SparseOperator(sym_normalize(adj), symmetric=True).to(device)
 
         return self._cached(("A", str(device), prune), build)
 
@@ -98,14 +98,14 @@ class GraphStore:
             ]
         return self._feature_knn
 
-    def feature_graphs(self, device: torch.device | str = "cpu") -> list[Tensor]:
+    def feature_graphs(self, device: torch.device | str = "cpu") -> list[SparseOperator]:
         """Per-modality S^m, with the self-loop graph added and re-normalised (S^n = S^0 + G^n)."""
 
         def build() -> list[Tensor]:
             graphs = self.feature_knn()
             if self.item_graph is not None:
                 graphs = [laplacian_normalize((g + self.item_graph).coalesce()) for g in graphs]
-            return [g.to(device) for g in graphs]
+            return [SparseOperator(g).to(device) for g in graphs]
 
         return self._cached(("S", str(device)), build)
 

@@ -24,9 +24,9 @@ import numpy as np
 from slifmr.data.dataset import TEST, TRAIN, RawDataset
 from slifmr.errors import DataError
 
-# Scores held at once while sampling (float32 scores + float64 CDF: ~200 MB at 2**24)
+# Scores held at once while sampling (float32: 64 MB at 2**24)
 _CHUNK_ELEMS = 2**24
-# Scores per CDF block (two-level CDF, see _cdf_chunk)
+# Scores per CDF block (two-level CDF, see _cdf_draws)
 _BLOCK = 64
 # Inverse-CDF rounds before the exact Gumbel-top-k fallback takes the few rows still short
 _CDF_ROUNDS = 3
@@ -123,18 +123,20 @@ def _sample_distinct(
     Drawing with replacement and keeping the first new columns in draw order is exactly
     successive sampling without replacement, so most rows are served by cheap inverse-CDF draws
     (no random number per score); rows still short after a few rounds finish with an exact
-    Gumbel-top-k. Scores are built _CHUNK_ELEMS at a time, never rows x cols.
+    Gumbel-top-k. Scores exist _CHUNK_ELEMS at a time, never rows x cols.
     Needs ``counts[r] <= n_cols - |exclude in row r|``.
     """
-    n_cols = B.shape[1]
-    BT = np.ascontiguousarray(np.concatenate([B, bias[None, :]]).T, dtype=np.float32)  # (n_cols, k+1)
+    k, n_cols = B.shape
+    n_pad = -(-n_cols // _BLOCK) * _BLOCK
+    # bias folded into the matmul as a column of ones; padding columns get exp(-inf) = 0
+    Bp = np.zeros((k + 1, n_pad), dtype=np.float32)
+    Bp[:k, :n_cols], Bp[k, :n_cols], Bp[k, n_cols:] = B, bias, -np.inf
     A1 = np.concatenate([A, np.ones((len(A), 1), A.dtype)], axis=1).astype(np.float32)
     need = counts.astype(np.int64).copy()
-    chosen = np.unique(exclude.astype(np.int64))
+    chosen = _sorted_unique(exclude.astype(np.int64))
     new_keys: list[np.ndarray] = []
-    chunk = max(1, _CHUNK_ELEMS // n_cols)
-    n_pad = -(-n_cols // _BLOCK) * _BLOCK
-    buf = np.zeros(n_pad * min(chunk, len(A)), dtype=np.float32)  # reused: no page faults per chunk
+    chunk = max(1, _CHUNK_ELEMS // n_pad)
+    buf = np.empty(n_pad * min(chunk, len(A)), dtype=np.float32)  # reused: no page faults per chunk
     for rnd in range(_CDF_ROUNDS + 1):
         active = np.flatnonzero(need > 0)
         if len(active) == 0:
@@ -142,28 +144,34 @@ def _sample_distinct(
         parts = []
         for s in range(0, len(active), chunk):
             rows = active[s : s + chunk]
-            if rnd == _CDF_ROUNDS:
-                scores = A1[rows] @ BT.T
-                parts.append(_gumbel_chunk(rng, scores, rows, need[rows], chosen))
+            scores = buf[: n_pad * len(rows)].reshape(len(rows), n_pad)
+            np.matmul(A1[rows], Bp, out=scores)
+            if rnd < _CDF_ROUNDS:
+                draws = (need[rows] * 2.0 ** (rnd + 1) + 4).astype(np.int64)
+                parts.append(rows.repeat(draws) * n_cols + _cdf_draws(rng, scores, draws))
             else:
-                scores = buf[: n_pad * len(rows)].reshape(n_pad, len(rows))
-                np.matmul(BT, A1[rows].T, out=scores[:n_cols])  # (n_cols, rows): cheap column sums
-                draws = (need[rows] * 2.0**rnd * 2 + 4).astype(np.int64)
-                parts.append(_cdf_chunk(rng, scores, n_cols, rows, draws))
+                parts.append(_gumbel_top(rng, scores, rows, need[rows], chosen, n_cols))
         keys = np.concatenate(parts)  # row-grouped ascending, in draw order within a row
         keys = keys[~_isin_sorted(keys, chosen)]
-        _, first = np.unique(keys, return_index=True)
-        keys = keys[np.sort(first)]  # first draw of each new pair, draw order kept
+        order = np.argsort(keys, kind="stable")
+        sk = keys[order]
+        keys = keys[np.sort(order[np.r_[True, sk[1:] != sk[:-1]]])]  # first draw of each pair
         rows = keys // n_cols
         rank = np.arange(len(keys)) - np.searchsorted(rows, rows, side="left")
         keys = keys[rank < need[rows]]
         need -= np.bincount(keys // n_cols, minlength=len(need))
         new_keys.append(keys)
-        chosen = np.union1d(chosen, keys)
+        chosen = np.sort(np.concatenate([chosen, keys]))
     if need.any():  # cannot happen when counts respect the capacity
         raise DataError("synthetic sampler: a row asked for more distinct columns than exist")
     out = np.concatenate(new_keys) if new_keys else np.zeros(0, np.int64)
     return out // n_cols, out % n_cols
+
+
+def _sorted_unique(x: np.ndarray) -> np.ndarray:
+    """Sort-based unique (numpy 2's hash-based np.unique is slow on large int64 arrays)."""
+    x = np.sort(x)
+    return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
 
 
 def _isin_sorted(keys: np.ndarray, sorted_ref: np.ndarray) -> np.ndarray:
@@ -173,43 +181,47 @@ def _isin_sorted(keys: np.ndarray, sorted_ref: np.ndarray) -> np.ndarray:
     return sorted_ref[pos] == keys
 
 
-def _cdf_chunk(
-    rng: np.random.Generator, scores: np.ndarray, n_cols: int, rows: np.ndarray, n_draws: np.ndarray
-) -> np.ndarray:
-    """``n_draws[j]`` draws with replacement from column j's softmax of ``scores`` (n_pad, len(rows)).
+def _cdf_draws(rng: np.random.Generator, scores: np.ndarray, n_draws: np.ndarray) -> np.ndarray:
+    """``n_draws[j]`` columns drawn with replacement from row j's softmax of ``scores``
+    (overwritten), row by row in draw order.
 
-    A full cumsum over 25k scores per row is slow in numpy, so the CDF is two-level: block sums of
-    _BLOCK scores locate the block (flat float64 searchsorted, row j offset by j), then a cumsum of
-    that one block per draw locates the column.
+    numpy's cumsum along 25k-long rows is slow, so the CDF is two-level: cumulated sums of
+    _BLOCK-wide blocks locate the block (one flat float64 searchsorted for all rows, row j's
+    CDF shifted to [j, j+1]), then a cumsum inside that one block per draw locates the column.
     """
-    n_pad, b = scores.shape
-    s = scores[:n_cols]
-    s -= s.max(axis=0)
-    np.exp(s, out=s)
-    scores[n_cols:] = 0.0
-    blocks = scores.reshape(-1, _BLOCK, b).sum(axis=1).T.astype(np.float64)  # (b, n_blocks)
-    cum = np.cumsum(blocks, axis=1)
-    cum /= cum[:, -1:]
+    b, n_pad = scores.shape
+    scores -= scores.max(axis=1, keepdims=True)
+    np.exp(scores, out=scores)
+    blocks = scores.reshape(b, -1, _BLOCK)
+    total = blocks.sum(axis=2).astype(np.float64)  # (b, n_blocks)
+    cum = np.cumsum(total, axis=1)
+    total = cum[:, -1].copy()
+    cum /= total[:, None]
     cum += np.arange(b, dtype=np.float64)[:, None]
     local = np.repeat(np.arange(b), n_draws)
     u = local + rng.random(len(local))
     flat = np.searchsorted(cum.ravel(), u, side="right")
     blk = np.minimum(flat - local * cum.shape[1], cum.shape[1] - 1)
     below = np.where(blk > 0, cum.ravel()[np.maximum(flat - 1, 0)] - local, 0.0)
-    resid = (u - local - below) * blocks.sum(axis=1)[local]  # mass left to cover inside the block
-    vals = scores[blk[:, None] * _BLOCK + np.arange(_BLOCK), local[:, None]]
-    pos = (np.cumsum(vals, axis=1, dtype=np.float64) <= resid[:, None]).sum(axis=1)
-    last = _BLOCK - 1 - np.argmax(vals[:, ::-1] > 0, axis=1)  # rounding never lands on a zero
-    col = np.minimum(blk * _BLOCK + np.minimum(pos, last), n_cols - 1)
-    return rows[local] * n_cols + col
+    resid = ((u - local - below) * total[local]).astype(np.float32)  # mass to cover in the block
+    vals = blocks[local, blk]  # (draws, _BLOCK)
+    pos = (np.cumsum(vals, axis=1) <= resid[:, None]).sum(axis=1)
+    last = _BLOCK - 1 - np.argmax(vals[:, ::-1] > 0, axis=1)  # rounding never picks a zero
+    return blk * _BLOCK + np.minimum(pos, last)
 
 
-def _gumbel_chunk(
-    rng: np.random.Generator, scores: np.ndarray, rows: np.ndarray, need: np.ndarray, chosen: np.ndarray
+def _gumbel_top(
+    rng: np.random.Generator,
+    scores: np.ndarray,
+    rows: np.ndarray,
+    need: np.ndarray,
+    chosen: np.ndarray,
+    n_cols: int,
 ) -> np.ndarray:
-    """Exact sampling without replacement (Gumbel-top-k) with already chosen columns masked."""
-    n_cols = scores.shape[1]
-    scores += rng.gumbel(size=scores.shape).astype(np.float32)
+    """Exact sampling without replacement (Gumbel-top-k), already chosen columns masked out."""
+    gumbel = rng.standard_exponential(size=scores.shape, dtype=np.float32)  # Gumbel = -log(Exp(1))
+    scores -= np.log(gumbel, out=gumbel)
+    del gumbel
     lo, hi = np.searchsorted(chosen, [rows[0] * n_cols, (rows[-1] + 1) * n_cols])
     taken = chosen[lo:hi]
     local = np.searchsorted(rows, taken // n_cols)
@@ -279,8 +291,9 @@ def _kg(cfg: SyntheticConfig, lat: Latents) -> np.ndarray:
     n_noise = int(round(cfg.kg_noise * n_items * cfg.triples_per_item))
     heads = np.concatenate([heads, rng.integers(0, n_items, n_noise)])
     tails = np.concatenate([tails, rng.integers(0, n_attr, n_noise)])
-    kg = np.unique(np.stack([heads, rel_of[tails], tails + n_items], axis=1), axis=0)
-    return kg
+    key = _sorted_unique(heads * n_attr + tails)  # a noise triple may repeat a planted one
+    heads, tails = key // n_attr, key % n_attr
+    return np.stack([heads, rel_of[tails], tails + n_items], axis=1)
 
 
 def _features(cfg: SyntheticConfig, lat: Latents) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

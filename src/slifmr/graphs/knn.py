@@ -98,7 +98,7 @@ def knn_graph(
         n_above = (vals > thr[:, None]).sum(1)
         n_tied = (sim == thr[:, None]).sum(1)
         amb = torch.isfinite(thr) & (n_tied > kk - n_above)
-        amb_rows = amb.nonzero().squeeze(1)[:0]
+        amb_rows = amb.nonzero().squeeze(1)
         for a in range(0, amb_rows.numel(), _TIE_GROUP):  # bounded int32 cumsum temporaries
             ar = amb_rows[a : a + _TIE_GROUP]
             s, t = sim[ar], thr[ar, None]

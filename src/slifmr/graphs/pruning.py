@@ -7,7 +7,9 @@ to ``p_e`` (successive sampling), so edges between popular nodes are dropped mor
 Sampling uses the Gumbel-top-k trick: ``key_e = log p_e + G_e``, ``G_e = -log(-log U_e)``, and
 the edges with the largest keys are kept. This is exactly successive sampling without
 replacement, fully vectorised, with no limit on the number of edges (``torch.multinomial``
-stops at 2^24 categories).
+stops at 2^24 categories). It is computed in the equivalent exponential-key form
+``log(U_e) / p_e`` (Efraimidis-Spirakis), which sorts the edges in the same order for the same
+``U`` with one logarithm instead of two.
 
 How to pass the graphs:
 
@@ -92,15 +94,16 @@ def prune_edges(
     p = degree_keep_prob(rows, cols, n_nodes) if weights is None else weights.reshape(-1).to(device)
     if p.numel() != n_edges:
         raise ValueError(f"weights has {p.numel()} entries for {n_edges} edges")
-    u = torch.rand(n_edges, generator=generator, device=generator.device, dtype=torch.float64).to(device)
-    # Gumbel-top-k: log p - log(-log U); U is clamped away from 0 so every key is finite
-    u = u.clamp_(min=torch.finfo(torch.float64).tiny)
-    keys = p.to(torch.float64).log() - (-u.log()).log()
+    # Gumbel-top-k in its exponential-key form: log(U) / p orders the edges exactly as
+    # log(p) - log(-log(U)) does (same U), with one log instead of two; U in (0, 1].
+    u = 1.0 - torch.rand(n_edges, generator=generator, device=generator.device, dtype=torch.float32)
+    p = p.to(device=device, dtype=torch.float32)
+    keys = u.to(device).log_().div_(p)  # <= 0; p == 0 gives -inf, or NaN when U == 1
+    keys = torch.where(p > 0, keys, torch.full_like(keys, float("-inf")))
+    mask = torch.zeros(n_edges, dtype=torch.bool, device=device)
     if keep <= n_edges - keep:
-        idx = torch.topk(keys, keep, largest=True, sorted=False).indices
+        mask[torch.topk(keys, keep, largest=True, sorted=False).indices] = True
     else:  # drop the smallest keys instead (a smaller topk)
-        drop = torch.topk(keys, n_edges - keep, largest=False, sorted=False).indices
-        mask = torch.ones(n_edges, dtype=torch.bool, device=device)
-        mask[drop] = False
-        return mask.nonzero().squeeze(1)
-    return torch.sort(idx).values
+        mask.fill_(True)
+        mask[torch.topk(keys, n_edges - keep, largest=False, sorted=False).indices] = False
+    return mask.nonzero().squeeze(1)

@@ -28,6 +28,29 @@ def _stable_order(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     return vals, idx.gather(1, perm)
 
 
+_TIE_BLOCK_ROWS = 512
+
+
+def _fix_tied_rows(sub: Tensor, vals: Tensor, idx: Tensor) -> Tensor:
+    """Exact top-k item set for rows whose k-th and (k+1)-th values are equal.
+
+    ``sub`` (T, I) are the rows' scores, ``vals``/``idx`` (T, k) their topk block sorted by value
+    desc. Items strictly above the boundary value are exactly the block's first ``n_above``
+    entries; the remaining ``k - n_above`` slots take the lowest-index items equal to it, located
+    with a row cumsum over the equality mask + batched searchsorted (two passes over (T, I)).
+    Returns (T, k) indices: above-items first, then the equal items in ascending index order.
+    """
+    t, k = idx.shape
+    thr = vals[:, k - 1 : k]  # (T, 1)
+    n_above = (vals > thr).sum(dim=1, keepdim=True)  # (T, 1)
+    csum = (sub == thr).cumsum(dim=1, dtype=torch.int32)  # (T, I) count of equal items so far
+    nth = torch.arange(1, k + 1, device=sub.device, dtype=torch.int32).expand(t, k).contiguous()
+    eq_pos = torch.searchsorted(csum, nth)  # (T, k) index of the 1st, 2nd, ... equal item
+    slot = torch.arange(k, device=sub.device).expand(t, k)  # (T, k)
+    from_eq = eq_pos.gather(1, (slot - n_above).clamp(min=0))  # (T, k)
+    return torch.where(slot < n_above, idx, from_eq)
+
+
 def rank_topk(scores: Tensor, mask_rows: Tensor, mask_cols: Tensor, k: int) -> Tensor:
     """Top-``k`` item indices per user with known items masked out.
 
@@ -56,17 +79,11 @@ def rank_topk(scores: Tensor, mask_rows: Tensor, mask_cols: Tensor, k: int) -> T
     if k < n_items:
         tied = (vals[:, k - 1] == vals[:, k]).nonzero().squeeze(1)  # (T,) rows tied at boundary
         vals, idx = vals[:, :k].clone(), idx[:, :k].clone()  # (B, k)
-        if tied.numel():
-            # Exact selection for tied rows only: every item strictly above the k-th value, then
-            # the lowest-index items equal to it until k are taken.
-            sub = scores.index_select(0, tied)  # (T, I)
-            thr = vals.index_select(0, tied)[:, k - 1 : k]  # (T, 1)
-            eq = sub == thr  # (T, I)
-            need = k - (sub > thr).sum(dim=1, keepdim=True)  # (T, 1)
-            keep = (sub > thr) | (eq & (eq.cumsum(dim=1) <= need))  # (T, I), k True per row
-            sel = keep.nonzero()[:, 1].view(-1, k)  # (T, k) item idx ascending
-            vals[tied] = sub.gather(1, sel)
-            idx[tied] = sel
+        # Exact selection for tied rows only, in row blocks to bound the (T, I) temporaries
+        # (degenerate models, e.g. constant scores, can tie on every row).
+        for blk in tied.split(_TIE_BLOCK_ROWS):
+            idx[blk] = _fix_tied_rows(scores.index_select(0, blk), vals[blk], idx[blk])
+            vals[blk] = scores[blk.unsqueeze(1), idx[blk]]
     _, idx = _stable_order(vals, idx)
     return idx
 

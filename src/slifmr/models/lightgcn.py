@@ -15,7 +15,7 @@ def propagate_mean(adj: Tensor, ego: Tensor, n_layers: int, include_ego: bool = 
     layers = [ego] if include_ego else []
     x = ego
     for _ in range(n_layers):
-        x = torch.sparse.mm(adj, x)
+        x = adj @ x
         layers.append(x)
     return torch.stack(layers).mean(0) if layers else ego
 

@@ -28,6 +28,6 @@ class FeatureGraphEncoder(nn.Module):
         alpha = self.modality_weights()
         x, acc = x0, torch.zeros_like(x0)
         for _ in range(self.n_layers):
-            x = sum(alpha[m] * torch.sparse.mm(g, x) for m, g in enumerate(graphs))
+            x = sum(alpha[m] * (g @ x) for m, g in enumerate(graphs))
             acc = acc + x
         return acc / self.n_layers + x0

@@ -15,6 +15,6 @@ def lightgcn_residual(adj: Tensor, ego: Tensor, n_layers: int) -> Tensor:
         return ego
     x, acc = ego, torch.zeros_like(ego)
     for _ in range(n_layers):
-        x = torch.sparse.mm(adj, x)
+        x = adj @ x
         acc = acc + x
     return acc / n_layers + ego
