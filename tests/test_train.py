@@ -53,3 +53,29 @@ def test_unknown_model_names_the_choices(tmp_path):
 
     with pytest.raises(MissingConfigException, match="nosuchmodel"):
         make_cfg(tmp_path, ["model=nosuchmodel"])
+
+
+def test_wandb_offline_run_is_finished(tmp_path, shared_data):
+    wandb = pytest.importorskip("wandb")
+    cfg = make_cfg(tmp_path, [
+        "dataset=ml-100k-kg-tiny", f"paths.data_dir={shared_data}", "model=mf", "logger=wandb",
+        "trainer.max_epochs=1", "callbacks.progress_bar=null",
+    ])
+    train(cfg)
+    assert wandb.run is None  # finished at job end
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+
+
+def test_embedded_default_dataset_loads(tmp_path):
+    cfg = make_cfg(tmp_path, [])
+    assert cfg.model._target_.endswith("SLIFMR") and cfg.dataset.name == "movietweetings-10core"
+    import hydra
+
+    dm = hydra.utils.instantiate(cfg.dataset, _convert_="all")
+    dm.setup()
+    s = dm.data.summary()
+    # the dataset README: 2,059 users, 1,099 items, 44,613 interactions, already 10-core
+    assert (s["users"], s["items"], s["interactions"]) == (2059, 1099, 44613)
+    assert abs(s["test"] / s["interactions"] - 0.1) < 0.01 and abs(s["valid"] / s["interactions"] - 0.1) < 0.01
+    assert s["triples"] == 4201 and set(dm.data.features) == {"text", "genre"}

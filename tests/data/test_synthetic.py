@@ -12,7 +12,9 @@ from slifmr.errors import DataError
 
 
 def small(**kw: object) -> SyntheticConfig:
-    base: dict[str, object] = dict(n_users=400, n_items=300, n_interactions=8000, n_attributes=120, n_relations=6)
+    base: dict[str, object] = dict(
+        n_users=400, n_items=300, n_interactions=8000, n_attributes=120, n_relations=6
+    )
     base.update(kw)
     return SyntheticConfig(**base)  # type: ignore[arg-type]
 
@@ -55,6 +57,11 @@ def test_many_chunks_and_gumbel_fallback_keep_exact_sizes(monkeypatch: pytest.Mo
     ds = generate(cfg)
     check_interactions(ds, cfg)
     assert np.bincount(ds.users).max() >= 45  # some users were filled close to capacity
+    # chunks run on a thread pool; each has its own generator, so the thread count changes nothing
+    monkeypatch.setattr(synthetic, "_THREADS", 1 if synthetic._THREADS > 1 else 3)
+    again = generate(cfg)
+    assert np.array_equal(ds.users, again.users) and np.array_equal(ds.items, again.items)
+    assert np.array_equal(ds.kg, again.kg)
 
 
 def test_sampler_matches_softmax_and_respects_exclusions() -> None:

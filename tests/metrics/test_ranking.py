@@ -218,3 +218,13 @@ def test_rank_topk_many_tied_rows_in_blocks(monkeypatch: pytest.MonkeyPatch) -> 
     m_rows, m_cols = pairs(masked, 0, 17)
     got = rank_topk(torch.from_numpy(scores.copy()), m_rows, m_cols, 6)
     assert got.tolist() == reference_ranking(scores, masked, 6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_rank_topk_other_dtypes(dtype: torch.dtype) -> None:
+    """Exact tie handling also for half precision (tie keys are built in float32)."""
+    rng = np.random.default_rng(11)
+    scores, masked, _ = random_case(rng, 20, 3000, 3)  # > 2048 items: beyond fp16 integer range
+    m_rows, m_cols = pairs(masked, 0, 20)
+    got = rank_topk(torch.from_numpy(scores.copy()).to(dtype), m_rows, m_cols, 7)
+    assert got.tolist() == reference_ranking(scores, masked, 7)

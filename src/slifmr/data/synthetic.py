@@ -17,6 +17,9 @@ score matrix is never materialised, only chunks of ``_CHUNK_ELEMS`` scores at a 
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +33,8 @@ _CHUNK_ELEMS = 2**24
 _BLOCK = 64
 # Inverse-CDF rounds before the exact Gumbel-top-k fallback takes the few rows still short
 _CDF_ROUNDS = 3
+# Worker threads for score chunks (each holds one _CHUNK_ELEMS buffer)
+_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 # Candidate users per item when giving every item one interaction (keeps that pass on-signal)
 _ITEM_CANDIDATES = 32
 
@@ -136,36 +141,48 @@ def _sample_distinct(
     chosen = _sorted_unique(exclude.astype(np.int64))
     new_keys: list[np.ndarray] = []
     chunk = max(1, _CHUNK_ELEMS // n_pad)
-    buf = np.empty(n_pad * min(chunk, len(A)), dtype=np.float32)  # reused: no page faults per chunk
-    for rnd in range(_CDF_ROUNDS + 1):
-        active = np.flatnonzero(need > 0)
-        if len(active) == 0:
-            break
-        parts = []
-        for s in range(0, len(active), chunk):
-            rows = active[s : s + chunk]
-            scores = buf[: n_pad * len(rows)].reshape(len(rows), n_pad)
-            np.matmul(A1[rows], Bp, out=scores)
-            if rnd < _CDF_ROUNDS:
-                draws = (need[rows] * 2.0 ** (rnd + 1) + 4).astype(np.int64)
-                parts.append(rows.repeat(draws) * n_cols + _cdf_draws(rng, scores, draws))
-            else:
-                parts.append(_gumbel_top(rng, scores, rows, need[rows], chosen, n_cols))
-        keys = np.concatenate(parts)  # row-grouped ascending, in draw order within a row
-        keys = keys[~_isin_sorted(keys, chosen)]
-        order = np.argsort(keys, kind="stable")
-        sk = keys[order]
-        keys = keys[np.sort(order[np.r_[True, sk[1:] != sk[:-1]]])]  # first draw of each pair
-        rows = keys // n_cols
-        rank = np.arange(len(keys)) - np.searchsorted(rows, rows, side="left")
-        keys = keys[rank < need[rows]]
-        need -= np.bincount(keys // n_cols, minlength=len(need))
-        new_keys.append(keys)
-        chosen = np.sort(np.concatenate([chosen, keys]))
+    seed = int(rng.integers(2**63))
+    local = threading.local()  # one reused score buffer per thread: no page faults per chunk
+
+    def work(rnd: int, c: int, rows: np.ndarray) -> np.ndarray:
+        # own generator per (round, chunk): results do not depend on thread scheduling
+        crng = np.random.default_rng([seed, rnd, c])
+        if getattr(local, "buf", None) is None:
+            local.buf = np.empty(n_pad * min(chunk, len(A)), dtype=np.float32)
+        scores = local.buf[: n_pad * len(rows)].reshape(len(rows), n_pad)
+        np.matmul(A1[rows], Bp, out=scores)
+        if rnd == _CDF_ROUNDS:
+            return _gumbel_top(crng, scores, rows, need[rows], chosen, n_cols)
+        draws = (need[rows] * 2.0 ** (rnd + 1) + 4).astype(np.int64)
+        return rows.repeat(draws) * n_cols + _cdf_draws(crng, scores, draws)
+
+    with ThreadPoolExecutor(_THREADS) as pool:  # numpy releases the GIL in the big array ops
+        for rnd in range(_CDF_ROUNDS + 1):
+            active = np.flatnonzero(need > 0)
+            if len(active) == 0:
+                break
+            chunks = [active[s : s + chunk] for s in range(0, len(active), chunk)]
+            keys = np.concatenate(list(pool.map(work, [rnd] * len(chunks), range(len(chunks)), chunks)))
+            keys = _first_new(keys, chosen, need, n_cols)
+            need -= np.bincount(keys // n_cols, minlength=len(need))
+            new_keys.append(keys)
+            chosen = np.sort(np.concatenate([chosen, keys]))
     if need.any():  # cannot happen when counts respect the capacity
         raise DataError("synthetic sampler: a row asked for more distinct columns than exist")
     out = np.concatenate(new_keys) if new_keys else np.zeros(0, np.int64)
     return out // n_cols, out % n_cols
+
+
+def _first_new(keys: np.ndarray, chosen: np.ndarray, need: np.ndarray, n_cols: int) -> np.ndarray:
+    """Of row-grouped draws (keys, in draw order within a row), the first ``need[row]`` distinct
+    ones not already chosen: the order matters, it is what makes the result without-replacement."""
+    keys = keys[~_isin_sorted(keys, chosen)]
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    keys = keys[np.sort(order[np.r_[True, sk[1:] != sk[:-1]]])]  # first draw of each pair
+    rows = keys // n_cols
+    rank = np.arange(len(keys)) - np.searchsorted(rows, rows, side="left")
+    return keys[rank < need[rows]]
 
 
 def _sorted_unique(x: np.ndarray) -> np.ndarray:
@@ -220,6 +237,7 @@ def _gumbel_top(
 ) -> np.ndarray:
     """Exact sampling without replacement (Gumbel-top-k), already chosen columns masked out."""
     gumbel = rng.standard_exponential(size=scores.shape, dtype=np.float32)  # Gumbel = -log(Exp(1))
+    np.maximum(gumbel, np.finfo(np.float32).tiny, out=gumbel)  # float32 draws can be exactly 0
     scores -= np.log(gumbel, out=gumbel)
     del gumbel
     lo, hi = np.searchsorted(chosen, [rows[0] * n_cols, (rows[-1] + 1) * n_cols])
@@ -235,7 +253,9 @@ def _gumbel_top(
     return (rows[:, None] * n_cols + top)[keep]
 
 
-def _user_counts(rng: np.random.Generator, cfg: SyntheticConfig, lat: Latents, forced: np.ndarray) -> np.ndarray:
+def _user_counts(
+    rng: np.random.Generator, cfg: SyntheticConfig, lat: Latents, forced: np.ndarray
+) -> np.ndarray:
     """Interactions per user beyond the forced ones: a minimum of 3 each (fewer if the total does
     not allow it), the rest spread by skewed activity and capped at the items left to the user."""
     n_users, n_items, n = cfg.n_users, cfg.n_items, cfg.n_interactions
@@ -268,7 +288,8 @@ def _interactions(cfg: SyntheticConfig, lat: Latents) -> tuple[np.ndarray, np.nd
     f_items = np.arange(n_items)
     forced = np.bincount(f_users, minlength=n_users)
     counts = _user_counts(rng, cfg, lat, forced)
-    u, i = _sample_distinct(rng, lat.P * scale, lat.Q.T, lat.log_popularity, counts, f_users * n_items + f_items)
+    forced_keys = f_users * n_items + f_items
+    u, i = _sample_distinct(rng, lat.P * scale, lat.Q.T, lat.log_popularity, counts, forced_keys)
     users = np.concatenate([f_users, u])
     items = np.concatenate([f_items, i])
     order = np.lexsort((items, users))
@@ -283,11 +304,13 @@ def _kg(cfg: SyntheticConfig, lat: Latents) -> np.ndarray:
     n_items, n_attr = cfg.n_items, cfg.n_attributes
     if n_attr == 0 or cfg.triples_per_item <= 0:
         return np.zeros((0, 3), dtype=np.int64)
-    rel_of = np.repeat(np.arange(cfg.n_relations), [len(b) for b in np.array_split(np.arange(n_attr), cfg.n_relations)])
+    sizes = [len(b) for b in np.array_split(np.arange(n_attr), cfg.n_relations)]
+    rel_of = np.repeat(np.arange(cfg.n_relations), sizes)  # relation r owns a block of attributes
     scale = np.float32(1.0 / (np.sqrt(cfg.latent_dim) * cfg.temperature))
     D = rng.standard_normal((cfg.latent_dim, n_attr), dtype=np.float32) * scale
     counts = np.minimum(rng.poisson(cfg.triples_per_item * (1 - cfg.kg_noise), n_items), n_attr)
-    heads, tails = _sample_distinct(rng, lat.Q, D, np.zeros(n_attr, np.float32), counts, np.zeros(0, np.int64))
+    no_bias, none = np.zeros(n_attr, np.float32), np.zeros(0, np.int64)
+    heads, tails = _sample_distinct(rng, lat.Q, D, no_bias, counts, none)
     n_noise = int(round(cfg.kg_noise * n_items * cfg.triples_per_item))
     heads = np.concatenate([heads, rng.integers(0, n_items, n_noise)])
     tails = np.concatenate([tails, rng.integers(0, n_attr, n_noise)])
@@ -363,6 +386,7 @@ def generate(cfg: SyntheticConfig, name: str = "synthetic") -> RawDataset:
     kg = _kg(cfg, lat)
     feats, masks = _features(cfg, lat)
     n_rel = cfg.n_relations if cfg.n_attributes else 0
+    item_ids = np.array([f"i{i}" for i in range(cfg.n_items)])
     return RawDataset(
         name=name,
         users=users,
@@ -370,12 +394,12 @@ def generate(cfg: SyntheticConfig, name: str = "synthetic") -> RawDataset:
         n_users=cfg.n_users,
         n_items=cfg.n_items,
         user_ids=np.array([f"u{u}" for u in range(cfg.n_users)]),
-        item_ids=np.array([f"i{i}" for i in range(cfg.n_items)]),
+        item_ids=item_ids,
         split=_split(cfg, users) if cfg.given_split else None,
         kg=kg,
         n_entities=cfg.n_items + cfg.n_attributes,
         relation_names=[f"rel{r}" for r in range(n_rel)],
-        entity_ids=np.array([f"i{i}" for i in range(cfg.n_items)] + [f"a{a}" for a in range(cfg.n_attributes)]),
+        entity_ids=np.concatenate([item_ids, [f"a{a}" for a in range(cfg.n_attributes)]]),
         features=feats,
         feature_masks=masks,
         source=f"synthetic(seed={cfg.seed})",

@@ -4,12 +4,12 @@ Conventions: sparse matrices are coalesced torch COO tensors; node ids of the bi
 are users ``0..U-1`` followed by items ``U..U+I-1``. Nothing here builds a dense ``(n, n)``
 matrix.
 
-``torch.sparse.mm`` on CPU (measured on a 95k x 95k graph with 1.7M non-zeros and a (95k, 64)
-dense operand that requires grad, 2 threads): COO forward ~300-540 ms + backward ~380-730 ms;
-CSR forward ~130-230 ms but backward ~630-810 ms (autograd transposes the CSR operand on every
-call); CSR forward with a precomputed CSR of ``A^T`` for the backward (:func:`csr_mm`)
-~200-260 ms + ~160-275 ms. Plain ``torch.sparse.mm`` with COO is therefore the safe default,
-and ``csr_pair`` + ``csr_mm`` the fast path for a constant graph (2-3x faster forward+backward).
+``torch.sparse.mm(A, X)`` forward + backward on CPU (95k x 95k graph, 1.7M non-zeros, X (95k, 64)
+requiring grad; 2 shared threads, so absolute numbers are inflated, ratios held across runs):
+COO 0.68-1.73 s; CSR 0.76-1.57 s (forward 2-3x faster than COO, backward slower: autograd
+transposes the CSR operand on every call); :func:`csr_mm` (CSR forward, precomputed CSR of
+``A^T`` for the backward) 0.36-0.76 s, about 2x faster than COO. COO stays the storage
+format; ``csr_pair`` + ``csr_mm`` is the fast path for a constant graph.
 """
 
 from __future__ import annotations
@@ -123,7 +123,11 @@ def csr_pair(adj: Tensor) -> tuple[Tensor, Tensor]:
     """(n, m) sparse -> ``(A, A^T)`` as CSR tensors, for :func:`csr_mm`."""
     coo = adj.to_sparse_coo() if adj.layout != torch.sparse_coo else adj
     coo = coo.coalesce()
-    return to_csr(coo), to_csr(coo.t())
+    # the transpose as a new tensor, not the view ``coo.t()``: a view of a normal tensor fails
+    # under torch.inference_mode ("Cannot set version_counter"), where Lightning tests/validates
+    n, m = coo.shape
+    coo_t = torch.sparse_coo_tensor(coo.indices().flip(0), coo.values(), (m, n), check_invariants=False)
+    return to_csr(coo), to_csr(coo_t)
 
 
 class _CsrMM(torch.autograd.Function):

@@ -61,7 +61,8 @@ def knn_graph(
     Returns:
         ``(rows, cols, values)``: (E,) int64, (E,) int64, (E,) x.dtype, ordered by row, then
         value descending, then column ascending. Deterministic and independent of
-        ``chunk_size``. Values are raw cosines (may be negative). No self-loops.
+        ``chunk_size``. Values are raw cosines (may be negative). No self-loops. No gradient
+        (``x`` is detached).
     """
     if x.dim() != 2:
         raise ValueError(f"x must be (n, f), got {tuple(x.shape)}")
@@ -80,7 +81,8 @@ def knn_graph(
     if kk == 0 or n == 0:
         return empty
     norms, valid = _valid_rows(x, mask)
-    invalid_cols = ~valid
+    invalid_idx = (~valid).nonzero().squeeze(1)
+    kq = min(kk + 1, n)  # one extra place tells whether the k-th place is tied
     neg_inf = float("-inf")
     out_r, out_c, out_v = [], [], []
     for start in range(0, n, chunk_size):
@@ -88,23 +90,28 @@ def knn_graph(
         c = stop - start
         sim = x[start:stop] @ x.T  # (c, n)
         sim.div_(norms[start:stop, None]).div_(norms[None, :])
-        sim.masked_fill_(invalid_cols[None, :], neg_inf)
-        sim.masked_fill_(~valid[start:stop, None], neg_inf)
+        if invalid_idx.numel():
+            sim.index_fill_(1, invalid_idx, neg_inf)  # missing items are nobody's neighbour
+            bad = invalid_idx[(invalid_idx >= start) & (invalid_idx < stop)] - start
+            sim.index_fill_(0, bad, neg_inf)  # ... and have no neighbours
         local = torch.arange(c, device=device)
         sim[local, local + start] = neg_inf  # no self-loops
-        vals, cols = torch.topk(sim, kk, dim=1, largest=True, sorted=True)
+        vals, cols = torch.topk(sim, kq, dim=1, largest=True, sorted=True)
+        thr = vals[:, kk - 1]  # the k-th value
+        if kq > kk:
+            amb = torch.isfinite(thr) & (vals[:, kk] == thr)
+        else:
+            amb = torch.zeros_like(thr, dtype=torch.bool)
+        vals, cols = vals[:, :kk], cols[:, :kk]
         # topk picks an arbitrary subset of the columns tied at the k-th value: redo those rows
-        thr = vals[:, -1]
-        n_above = (vals > thr[:, None]).sum(1)
-        n_tied = (sim == thr[:, None]).sum(1)
-        amb = torch.isfinite(thr) & (n_tied > kk - n_above)
         amb_rows = amb.nonzero().squeeze(1)
         for a in range(0, amb_rows.numel(), _TIE_GROUP):  # bounded int32 cumsum temporaries
             ar = amb_rows[a : a + _TIE_GROUP]
             s, t = sim[ar], thr[ar, None]
+            n_above = (vals[ar] > t).sum(1)
             eq = s == t
             rank = eq.cumsum(1, dtype=torch.int32)
-            first = rank <= (kk - n_above[ar]).to(torch.int32)[:, None]  # lowest tied columns
+            first = rank <= (kk - n_above).to(torch.int32)[:, None]  # lowest tied columns
             sel = (s > t) | (eq & first)  # exactly kk per row
             sel_cols = sel.nonzero()[:, 1].view(-1, kk)
             cols[ar] = sel_cols
@@ -112,9 +119,9 @@ def knn_graph(
         cols, vals = _order_rows(cols, vals)
         keep = torch.isfinite(vals)
         rows = (local + start)[:, None].expand(c, kk)
-        out_r.append(rows[keep])
-        out_c.append(cols[keep])
-        out_v.append(vals[keep])
+        out_r.append(torch.masked_select(rows, keep))  # (masked_select: much faster than
+        out_c.append(torch.masked_select(cols, keep))  # boolean indexing on small CPU tensors)
+        out_v.append(torch.masked_select(vals, keep))
     return torch.cat(out_r), torch.cat(out_c), torch.cat(out_v)
 
 

@@ -34,20 +34,26 @@ _TIE_BLOCK_ROWS = 512
 def _fix_tied_rows(sub: Tensor, vals: Tensor, idx: Tensor) -> Tensor:
     """Exact top-k item set for rows whose k-th and (k+1)-th values are equal.
 
-    ``sub`` (T, I) are the rows' scores, ``vals``/``idx`` (T, k) their topk block sorted by value
-    desc. Items strictly above the boundary value are exactly the block's first ``n_above``
-    entries; the remaining ``k - n_above`` slots take the lowest-index items equal to it, located
-    with a row cumsum over the equality mask + batched searchsorted (two passes over (T, I)).
+    ``sub`` (T, I) is a private copy of the rows' scores (overwritten); ``vals``/``idx`` (T, k)
+    are their topk block sorted by value desc. Items strictly above the boundary value are exactly the block's first ``n_above``
+    entries; the remaining ``k - n_above`` slots take the lowest-index items equal to it, found by
+    a second topk on the key ``I - item`` (equal items) / 0 (others), built in place: exact in
+    float32 since I < 2**24, and several times cheaper on CPU than a row cumsum.
     Returns (T, k) indices: above-items first, then the equal items in ascending index order.
     """
     t, k = idx.shape
+    n_items = sub.shape[1]
+    if n_items >= 2**24:
+        raise ValueError(f"n_items={n_items} too large for exact float32 tie keys")
     thr = vals[:, k - 1 : k]  # (T, 1)
     n_above = (vals > thr).sum(dim=1, keepdim=True)  # (T, 1)
-    csum = (sub == thr).cumsum(dim=1, dtype=torch.int32)  # (T, I) count of equal items so far
-    nth = torch.arange(1, k + 1, device=sub.device, dtype=torch.int32).expand(t, k).contiguous()
-    eq_pos = torch.searchsorted(csum, nth)  # (T, k) index of the 1st, 2nd, ... equal item
+    if sub.dtype not in (torch.float32, torch.float64):  # half: keys need exact ints; upcast exact
+        sub, thr = sub.float(), thr.float()
+    rev = torch.arange(n_items, 0, -1, device=sub.device, dtype=torch.float32)  # (I,) I - item
+    key = sub.eq_(thr).mul_(rev)  # (T, I) in place: 1.0/0.0 then I - item / 0
+    eq_idx = n_items - key.topk(k, dim=1, sorted=True).values.long()  # (T, k) lowest equal items
     slot = torch.arange(k, device=sub.device).expand(t, k)  # (T, k)
-    from_eq = eq_pos.gather(1, (slot - n_above).clamp(min=0))  # (T, k)
+    from_eq = eq_idx.gather(1, (slot - n_above).clamp(min=0))  # (T, k)
     return torch.where(slot < n_above, idx, from_eq)
 
 

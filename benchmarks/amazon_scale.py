@@ -1,0 +1,161 @@
+"""Speed and memory at the paper's Amazon-Book scale (synthetic), on whatever machine runs it.
+
+    python benchmarks/amazon_scale.py --part foundation   # issue: preparation, LightGCN epoch, full ranking
+    python benchmarks/amazon_scale.py --part slifmr       # SLIF-MR epoch vs LightGCN, kNN build, self-loop
+    python benchmarks/amazon_scale.py --part all --threads 2 --steps 20
+
+Seconds per epoch are the median step time over ``--steps`` training steps (after one warm-up
+step) times the number of steps in an epoch (train interactions / 4096), plus nothing else:
+validation is timed separately as the full-ranking pass. Figures are medians of ``--repeats``
+runs. Peak RSS is the process's maximum resident set size (getrusage), in GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from slifmr.data.graph_store import GraphStore
+from slifmr.data.pipeline import build_rec_dataset
+from slifmr.data.sampling import BPRBatches, RankingBatches
+from slifmr.data.synthetic import amazon_book_scale, generate
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def timed(fn, repeats: int) -> float:
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def step_seconds(model, batches: BPRBatches, steps: int) -> float:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def one(b: int) -> None:
+        opt.zero_grad(set_to_none=True)
+        model.loss(batches[b])["loss"].backward()
+        opt.step()
+
+    one(0)  # warm-up: graph caches, allocator
+    ts = []
+    for b in range(1, steps + 1):
+        t0 = time.perf_counter()
+        one(b % len(batches))
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def ranking_pass(model, ds, batch_size: int) -> tuple[float, float]:
+    """(seconds of the full-ranking test pass over all users, seconds of the bare score product)."""
+    model.eval()
+    loader = RankingBatches(np.concatenate([ds.train, ds.valid]), ds.test, ds.n_users, batch_size)
+    model.test_metrics.reset()
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        model._eval_cache = None
+        for b in range(len(loader)):
+            model._rank(loader[b], model.test_metrics)
+        model.test_metrics.compute()
+        full = time.perf_counter() - t0
+        users, items = model._eval_cache
+        t0 = time.perf_counter()
+        for a in range(0, len(loader.users), batch_size):
+            u = torch.from_numpy(loader.users[a : a + batch_size])
+            users[u] @ items.T
+        bare = time.perf_counter() - t0
+    model._eval_cache = None
+    model.train()
+    return full, bare
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=["foundation", "slifmr", "all"], default="all")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--eval-batch", type=int, default=2048)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    out: dict[str, float] = {"threads": args.threads}
+
+    t0 = time.perf_counter()
+    raw = generate(amazon_book_scale(seed=0))
+    out["generate_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ds = build_rec_dataset(raw, kcore=0, split="random", ratios=(0.8, 0.1, 0.1), seed=0)
+    store = GraphStore(ds, knn_k=10, prune_ratio=0.0, seed=0)
+    store.interaction_adj()
+    out["prepare_s"] = time.perf_counter() - t0
+    del raw
+    out.update(users=ds.n_users, items=ds.n_items, train=len(ds.train), triples=len(ds.kg))
+    batches = BPRBatches(ds.train, ds.n_items, 4096, seed=0)
+    steps_per_epoch = len(batches)
+    out["steps_per_epoch"] = steps_per_epoch
+    dev = torch.device(args.device)
+
+    from slifmr.models.lightgcn import LightGCN
+
+    meta = {"n_users": ds.n_users, "n_items": ds.n_items, "n_entities": ds.n_entities,
+            "n_relations": ds.n_relations, "features": {k: v.shape[1] for k, v in ds.features.items()},
+            "n_kg_relations": store.n_kg_relations}
+    lgcn = LightGCN(meta, n_layers=3).to(dev)
+    lgcn.attach(store)
+    out["lightgcn_step_s"] = step_seconds(lgcn, batches, args.steps)
+    out["lightgcn_epoch_s"] = out["lightgcn_step_s"] * steps_per_epoch
+    if args.part in ("foundation", "all"):
+        runs = [ranking_pass(lgcn, ds, args.eval_batch) for _ in range(args.repeats)]
+        out["full_ranking_s"] = statistics.median(r[0] for r in runs)
+        out["bare_score_product_s"] = statistics.median(r[1] for r in runs)
+        out["ranking_over_bare"] = out["full_ranking_s"] / out["bare_score_product_s"]
+        out["peak_rss_gb_after_foundation"] = peak_rss_gb()
+
+    if args.part in ("slifmr", "all"):
+        from slifmr.callbacks.self_loop import SelfLoopCallback
+        from slifmr.graphs.knn import laplacian_normalize
+        from slifmr.models.slifmr import SLIFMR
+
+        t0 = time.perf_counter()
+        store.feature_knn()
+        out["feature_knn_build_s"] = time.perf_counter() - t0
+        model = SLIFMR(meta, L=2).to(dev)
+        model.attach(store)
+        cb = SelfLoopCallback(top_n=10)
+
+        def refresh() -> None:
+            cb.raw = cb.build(model.item_representations())
+            store.set_item_graph(laplacian_normalize(cb.raw))
+
+        refresh()  # inject once so the timed steps see the enhanced graphs (sim relation, G block)
+        out["slifmr_step_s"] = step_seconds(model, batches, args.steps)
+        out["slifmr_epoch_s"] = out["slifmr_step_s"] * steps_per_epoch
+        out["slifmr_over_lightgcn"] = out["slifmr_epoch_s"] / out["lightgcn_epoch_s"]
+        out["self_loop_refresh_s"] = timed(refresh, args.repeats)
+        with torch.no_grad():
+            x = torch.nn.functional.normalize(model.item_representations(), dim=1)
+            out["items_x_items_product_s"] = timed(
+                lambda: [x[a : a + 1024] @ x.T for a in range(0, len(x), 1024)], args.repeats)
+        out["refresh_over_product"] = out["self_loop_refresh_s"] / out["items_x_items_product_s"]
+        out["refresh_share_of_epoch"] = out["self_loop_refresh_s"] / out["slifmr_epoch_s"]
+        out["kg_edges_with_inverse_and_sim"] = int(store.kg_edges()[0].numel())
+    out["peak_rss_gb"] = peak_rss_gb()
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
