@@ -35,10 +35,11 @@ def _fix_tied_rows(sub: Tensor, vals: Tensor, idx: Tensor) -> Tensor:
     """Exact top-k item set for rows whose k-th and (k+1)-th values are equal.
 
     ``sub`` (T, I) is a private copy of the rows' scores (overwritten); ``vals``/``idx`` (T, k)
-    are their topk block sorted by value desc. Items strictly above the boundary value are exactly the block's first ``n_above``
-    entries; the remaining ``k - n_above`` slots take the lowest-index items equal to it, found by
-    a second topk on the key ``I - item`` (equal items) / 0 (others), built in place: exact in
-    float32 since I < 2**24, and several times cheaper on CPU than a row cumsum.
+    are their topk block sorted by value desc. Items strictly above the boundary value are
+    exactly the block's first ``n_above`` entries; the other ``k - n_above`` slots take the
+    lowest-index items equal to it, found by a second topk on the key ``I - item`` (equal
+    items) / 0 (others), built in place: exact in float32 since I < 2**24, and several times
+    cheaper on CPU than a row cumsum over the equality mask.
     Returns (T, k) indices: above-items first, then the equal items in ascending index order.
     """
     t, k = idx.shape
@@ -47,7 +48,7 @@ def _fix_tied_rows(sub: Tensor, vals: Tensor, idx: Tensor) -> Tensor:
         raise ValueError(f"n_items={n_items} too large for exact float32 tie keys")
     thr = vals[:, k - 1 : k]  # (T, 1)
     n_above = (vals > thr).sum(dim=1, keepdim=True)  # (T, 1)
-    if sub.dtype not in (torch.float32, torch.float64):  # half: keys need exact ints; upcast exact
+    if sub.dtype not in (torch.float32, torch.float64):  # half can't hold I - item exactly
         sub, thr = sub.float(), thr.float()
     rev = torch.arange(n_items, 0, -1, device=sub.device, dtype=torch.float32)  # (I,) I - item
     key = sub.eq_(thr).mul_(rev)  # (T, I) in place: 1.0/0.0 then I - item / 0
