@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Many tiny ops: one intra-op thread is faster and immune to a busy machine's oversubscription.
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(os.environ.get("SLIFMR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -61,7 +61,8 @@ class SelfLoopCallback(pl.Callback):
         in ``accumulate`` mode (``(1-m) G^{n-1} + m G^n``, re-sparsified to top-N per row)."""
         n = items.shape[0]
         rows, cols, vals = knn_graph(items.detach().float().cpu(), self.top_n, chunk_size=self.chunk_size)
-        vals = vals.clamp_min(0)
+        pos = vals > 0  # a non-positive cosine is no evidence of similarity: no edge (nor `sim` triple)
+        rows, cols, vals = rows[pos], cols[pos], vals[pos]
         if self.mode == "accumulate" and self.raw is not None:
             pr, pc = self.raw.indices()
             rows, cols = torch.cat([pr, rows]), torch.cat([pc, cols])

@@ -85,7 +85,8 @@ class GraphStore:
                 keep = prune_edges(u, i + self.n_users, self.prune_ratio, self._generator(1))
                 u, i = u[keep], i[keep]
             adj = bipartite_adjacency(u, i, self.n_users, self.n_items, item_item=self.item_graph)
-            return SparseOperator(sym_normalize(adj), symmetric=True).to(device)
+            # a directed self-loop block makes A asymmetric: then the backward needs the real A^T
+            return SparseOperator(sym_normalize(adj), symmetric=self.item_graph is None).to(device)
 
         return self._cached(("A", str(device), prune), build)
 

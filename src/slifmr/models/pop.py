@@ -30,5 +30,8 @@ class Pop(RecModel):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         return None
 
+    def on_train_epoch_end(self) -> None:
+        self.trainer.should_stop = True  # nothing to learn: one epoch (and its validation) is enough
+
     def configure_optimizers(self):
         return None

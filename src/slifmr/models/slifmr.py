@@ -35,6 +35,7 @@ class SLIFMR(RecModel):
         fusion: str = "ailf",
         feature_input: str = "id",
         kg_score_per_layer: bool = False,
+        kg_attention_every: int = 1,
         consistency: dict | None = None,
         reg_weight: float = 1e-4,
         lr: float = 1e-3,
@@ -75,7 +76,8 @@ class SLIFMR(RecModel):
             self.entity_emb = nn.Embedding(max(n_other, 1), d)
             nn.init.xavier_uniform_(self.entity_emb.weight)
             self.kg_encoder = KGAttentionEncoder(int(meta["n_kg_relations"]), d, self.L_k,
-                                                 score_per_layer=kg_score_per_layer)
+                                                 score_per_layer=kg_score_per_layer,
+                                                 attention_every=kg_attention_every)
             n_views += 1
         self.fusion = build_fusion(fusion, d, n_views)
 
