@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from slifmr.errors import DataError
 from slifmr.models.base import RecModel
 from slifmr.models.encoders.feature_graph import FeatureGraphEncoder
-from slifmr.models.encoders.interaction import lightgcn_residual
+from slifmr.models.encoders.interaction import READOUTS, lightgcn_residual
 from slifmr.models.encoders.kg_attention import KGAttentionEncoder
 from slifmr.models.fusion import build_fusion
 from slifmr.models.losses import bpr_loss, inter_modal_loss, l2_reg, uniformity_loss
@@ -33,6 +33,7 @@ class SLIFMR(RecModel):
         use_kg: bool = True,
         use_mm: bool = True,
         fusion: str = "ailf",
+        readout: str = "residual",
         feature_input: str = "id",
         kg_score_per_layer: bool = False,
         kg_attention_every: int = 1,
@@ -57,6 +58,9 @@ class SLIFMR(RecModel):
             raise DataError("model.use_kg=true but the dataset has no knowledge graph; set model.use_kg=false")
         if feature_input not in ("id", "projected"):
             raise ValueError(f"feature_input must be 'id' or 'projected', got '{feature_input}'")
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got '{readout}'")
+        self.readout = readout
         self.use_kg = use_kg
         self.feature_input = feature_input
         self.reg_weight = reg_weight
@@ -67,7 +71,7 @@ class SLIFMR(RecModel):
         nn.init.xavier_uniform_(self.item_emb.weight)
         n_views = 1
         if self.use_mm:
-            self.feature_encoder = FeatureGraphEncoder(len(meta["features"]), self.L_m)
+            self.feature_encoder = FeatureGraphEncoder(len(meta["features"]), self.L_m, readout)
             if feature_input == "projected":
                 self.feature_proj = nn.ModuleDict({m: nn.Linear(dim, d) for m, dim in meta["features"].items()})
             n_views += 1
@@ -95,7 +99,7 @@ class SLIFMR(RecModel):
     def views(self) -> tuple[Tensor, list[Tensor]]:
         """(x̄_u (U, d), [x̄_i, x̃_i, x̂_i] each (I, d), in that order, minus ablated views)."""
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        bar = lightgcn_residual(self.graphs.interaction_adj(self.device), ego, self.L_b)
+        bar = lightgcn_residual(self.graphs.interaction_adj(self.device), ego, self.L_b, self.readout)
         bar_u, bar_i = bar[: self.n_users], bar[self.n_users :]
         views = [bar_i]
         if self.use_mm:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from slifmr.models.encoders.interaction import readout_layers
+
 
 class FeatureGraphEncoder(nn.Module):
     """``L_m`` layers of ``x <- S x`` (no self term), output ``mean(layers 1..L_m) + layer 0``."""
 
-    def __init__(self, n_modalities: int, n_layers: int):
+    def __init__(self, n_modalities: int, n_layers: int, readout: str = "residual"):
         super().__init__()
         self.n_layers = n_layers
+        self.readout = readout
         self.modality_logits = nn.Parameter(torch.zeros(max(n_modalities, 1)))
 
     def modality_weights(self) -> Tensor:
@@ -30,4 +33,4 @@ class FeatureGraphEncoder(nn.Module):
         for _ in range(self.n_layers):
             x = sum(alpha[m] * (g @ x) for m, g in enumerate(graphs))
             acc = acc + x
-        return acc / self.n_layers + x0
+        return readout_layers(acc, x0, self.n_layers, self.readout)

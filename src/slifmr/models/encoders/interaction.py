@@ -6,10 +6,14 @@ import torch
 from torch import Tensor
 
 
-def lightgcn_residual(adj: Tensor, ego: Tensor, n_layers: int) -> Tensor:
-    """``mean(layers 1..L) + layer 0`` over a normalised sparse graph; ``L = 0`` returns ``ego``.
+READOUTS = ("residual", "mean")
 
-    adj: (N, N) sparse, ego: (N, d) -> (N, d).
+
+def lightgcn_residual(adj, ego: Tensor, n_layers: int, readout: str = "residual") -> Tensor:
+    """``mean(layers 1..L) + layer 0`` (Eq. 8, ``readout='residual'``) or LightGCN's
+    ``mean(layers 0..L)`` (``'mean'``) over a normalised graph; ``L = 0`` returns ``ego``.
+
+    adj: (N, N) sparse operator, ego: (N, d) -> (N, d).
     """
     if n_layers == 0:
         return ego
@@ -17,4 +21,13 @@ def lightgcn_residual(adj: Tensor, ego: Tensor, n_layers: int) -> Tensor:
     for _ in range(n_layers):
         x = adj @ x
         acc = acc + x
-    return acc / n_layers + ego
+    return readout_layers(acc, ego, n_layers, readout)
+
+
+def readout_layers(acc: Tensor, ego: Tensor, n_layers: int, readout: str) -> Tensor:
+    """Combine the sum of layers 1..L (``acc``) with layer 0 by the chosen readout."""
+    if readout == "residual":
+        return acc / n_layers + ego
+    if readout == "mean":
+        return (acc + ego) / (n_layers + 1)
+    raise ValueError(f"readout must be one of {READOUTS}, got '{readout}'")
