@@ -13,7 +13,7 @@ from torch import Tensor
 
 from slifmr.data.dataset import RecDataset
 from slifmr.graphs.adjacency import SparseOperator, bipartite_adjacency, sym_normalize
-from slifmr.graphs.kg import add_inverse
+from slifmr.graphs.kg import KGEdges, add_inverse, kg_structure
 from slifmr.graphs.knn import knn_adjacency, laplacian_normalize
 from slifmr.graphs.pruning import prune_edges
 
@@ -110,11 +110,13 @@ class GraphStore:
 
         return self._cached(("S", str(device)), build)
 
-    def kg_edges(self, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
-        """(heads, tails, rel_ptr): KG edges with inverses and ``sim`` edges, sorted by relation;
-        ``rel_ptr`` (n_kg_relations + 1,) are the CSR offsets of each relation's segment."""
+    def kg_edges(self, device: torch.device | str = "cpu") -> KGEdges:
+        """(heads, tails, rel_ptr): KG edges with inverses and ``sim`` edges, sorted by (relation,
+        head, tail); ``rel_ptr`` (n_kg_relations + 1,) are the CSR offsets of each relation's
+        segment. The result unpacks as that 3-tuple and carries ``.structure``, the edges'
+        precomputed :class:`~slifmr.graphs.kg.KGStructure` (built once per graph version)."""
 
-        def build() -> tuple[Tensor, Tensor, Tensor]:
+        def build() -> KGEdges:
             triples = self.kg if self.kg is not None else torch.zeros(0, 3, dtype=torch.long)
             if self.prune_ratio > 0 and len(triples):
                 keep = prune_edges(triples[:, 0], triples[:, 2], self.prune_ratio, self._generator(2))
@@ -125,11 +127,14 @@ class GraphStore:
                 rows, cols = g.indices()
                 sim = torch.full_like(rows, 2 * self.n_base_relations)
                 triples = torch.cat([triples, torch.stack([rows, sim, cols], 1)])
-            order = torch.argsort(triples[:, 1] * (self.n_entities + 1) + triples[:, 0], stable=True)
+            n = self.n_entities + 1
+            order = torch.argsort((triples[:, 1] * n + triples[:, 0]) * n + triples[:, 2], stable=True)
             triples = triples[order]
             counts = torch.bincount(triples[:, 1], minlength=self.n_kg_relations)
             ptr = torch.zeros(self.n_kg_relations + 1, dtype=torch.long)
             ptr[1:] = torch.cumsum(counts, 0)
-            return triples[:, 0].to(device), triples[:, 2].to(device), ptr
+            heads, tails = triples[:, 0], triples[:, 2]
+            structure = kg_structure(heads, tails, ptr, self.n_entities)
+            return KGEdges(heads.to(device), tails.to(device), ptr, structure.to(device))
 
         return self._cached(("KG", str(device)), build)

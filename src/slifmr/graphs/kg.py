@@ -3,12 +3,24 @@
 ``kg_propagate`` is a custom autograd function: ``torch.sparse.mm`` with a COO operand whose
 values require grad computes its values' gradient as ``(grad @ x^T).sparse_mask(A)``, i.e. a
 *dense* (n_entities x n_entities) matrix (160 GB for 200k entities). Here the forward is one
-sparse matmul with the weights detached, and the backward computes
-``grad_x = A^T @ grad`` (one sparse matmul) and ``grad_w[e] = grad[h_e] . x[t_e]`` in chunks
-of edges, so no |E| x d tensor is kept between forward and backward.
+CSR sparse matmul with the weights detached, and the backward computes ``grad_x = A^T @ grad``
+(one CSR matmul with a precomputed transpose) and ``grad_w[e] = grad[h_e] . x[t_e]`` (one
+sampled dense-dense product on A's pattern), so no |E| x d tensor is ever built.
+
+The pattern work (sorting edges, CSR offsets of A and A^T, the per-relation distinct heads the
+attention scores are computed on) depends only on the edge list, so it is done once per graph
+version: :func:`kg_structure` -> :class:`KGStructure`, cached by the graph store next to the
+edges (:class:`KGEdges`). Each call then only gathers the new values into place.
+
+On one CPU thread, 1.63M edges over 29.7k entities, d = 64 (Amazon-Book scale): a CSR product
+takes ~0.08 s (COO built per call: ~0.11 s plus a sort per backward), and the weights' gradient
+~0.05 s as a sampled product against ~0.5 s as chunked gathers.
 """
 
 from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -55,67 +67,247 @@ def segment_softmax(scores: Tensor, segment: Tensor, n_segments: int) -> Tensor:
     seg_max = torch.full(shape, float("-inf"), dtype=scores.dtype, device=scores.device)
     seg_max = seg_max.scatter_reduce(0, idx, scores.detach(), reduce="amax", include_self=True)
     seg_max = torch.where(torch.isfinite(seg_max), seg_max, torch.zeros_like(seg_max))
-    e = (scores - seg_max[segment]).exp()
+    e = (scores - seg_max.index_select(0, segment)).exp()  # index_select: ~8x faster than [segment] on CPU
     denom = torch.zeros_like(seg_max).index_add(0, segment, e)
-    return e / denom[segment].clamp_min(torch.finfo(scores.dtype).tiny)
+    return e / denom.index_select(0, segment).clamp_min(torch.finfo(scores.dtype).tiny)
+
+
+def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
+
+
+@dataclass(frozen=True, eq=False)
+class SparsePattern:
+    """The fixed sparsity pattern of an ``(n_rows, n_cols)`` matrix given as a list of
+    ``(row, col)`` *items* (repeats allowed, their values are summed), precomputed once so that
+    each product only swaps in new values.
+
+    Entries are the distinct ``(row, col)`` pairs in CSR order (by row, then column). Values go
+    item -> entry with :meth:`entry_values` and gradients entry -> item with :meth:`item_values`.
+    The transpose is a second CSR over the same entries (``t_perm`` maps its order to theirs).
+    """
+
+    shape: tuple[int, int]
+    n_items: int
+    crow: Tensor  # (n_rows + 1,)
+    col: Tensor  # (nnz,)
+    inv: Tensor | None  # (n_items,) entry of each item; None: item i is entry i
+    perm: Tensor | None  # (nnz,) item of each entry when no item repeats; None: identity or repeats
+    t_crow: Tensor  # (n_cols + 1,)
+    t_col: Tensor  # (nnz,) row of each transpose entry
+    t_perm: Tensor  # (nnz,) entry of each transpose entry
+
+    @property
+    def nnz(self) -> int:
+        return self.col.numel()
+
+    @staticmethod
+    def build(rows: Tensor, cols: Tensor, shape: tuple[int, int]) -> "SparsePattern":
+        """Pattern of the items ``(rows[i], cols[i])``; rows in ``[0, shape[0])``, cols in ``[0, shape[1])``."""
+        rows, cols = rows.reshape(-1).long(), cols.reshape(-1).long()
+        n_rows, n_cols = int(shape[0]), int(shape[1])
+        n_items = rows.numel()
+        key = rows * n_cols + cols
+        sorted_key, order = torch.sort(key, stable=True)
+        new = torch.ones(n_items, dtype=torch.bool, device=rows.device)
+        new[1:] = sorted_key[1:] != sorted_key[:-1]
+        ukey = sorted_key[new]
+        repeats = ukey.numel() != n_items
+        identity = not repeats and bool((order == torch.arange(n_items, device=rows.device)).all())
+        if identity:
+            inv = perm = None
+        else:
+            inv = torch.empty_like(order)
+            inv[order] = torch.cumsum(new, 0) - 1
+            perm = None if repeats else order
+        er, ec = ukey // n_cols, ukey % n_cols
+        crow = torch.zeros(n_rows + 1, dtype=torch.long, device=rows.device)
+        crow[1:] = torch.cumsum(torch.bincount(er, minlength=n_rows), 0)
+        t_key, t_perm = torch.sort(ec * n_rows + er)
+        t_r, t_col = t_key // n_rows, t_key % n_rows
+        t_crow = torch.zeros(n_cols + 1, dtype=torch.long, device=rows.device)
+        t_crow[1:] = torch.cumsum(torch.bincount(t_r, minlength=n_cols), 0)
+        return SparsePattern((n_rows, n_cols), n_items, crow, ec, inv, perm, t_crow, t_col, t_perm)
+
+    def to(self, device: torch.device | str) -> "SparsePattern":
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in moved.items()}
+        return SparsePattern(**moved)
+
+    def entry_values(self, w: Tensor) -> Tensor:
+        """(n_items,) item values -> (nnz,) entry values (repeated items summed)."""
+        if self.inv is None:
+            return w
+        if self.perm is not None:
+            return w.index_select(0, self.perm)
+        return w.new_zeros(self.nnz).index_add_(0, self.inv, w)
+
+    def item_values(self, v: Tensor) -> Tensor:
+        """(nnz,) entry values -> (n_items,) (each item gets its entry's value)."""
+        return v if self.inv is None else v.index_select(0, self.inv)
+
+    def mm(self, values: Tensor, x: Tensor) -> Tensor:
+        """``A @ x`` with entry values ``values``: (n_cols, d) -> (n_rows, d)."""
+        return _csr(self.crow, self.col, values, self.shape) @ x
+
+    def t_mm(self, values: Tensor, y: Tensor) -> Tensor:
+        """``A^T @ y``: (n_rows, d) -> (n_cols, d)."""
+        return _csr(self.t_crow, self.t_col, values.index_select(0, self.t_perm), (self.shape[1], self.shape[0])) @ y
+
+    def sddmm(self, a: Tensor, b: Tensor) -> Tensor:
+        """(nnz,) entry values ``a[row] . b[col]`` for a (n_rows, d), b (n_cols, d)."""
+        if self.nnz == 0:
+            return a.new_zeros(0)
+        pattern = _csr(self.crow, self.col, a.new_zeros(self.nnz), self.shape)
+        return torch.sparse.sampled_addmm(pattern, a, b.T, beta=0.0).values()
+
+
+@dataclass(frozen=True, eq=False)
+class RelationBlock:
+    """The edges ``start:end`` of one relation as a (distinct heads) x (distinct tails) pattern."""
+
+    relation: int
+    start: int
+    end: int
+    heads: Tensor  # (n_h,) distinct heads of the relation, sorted
+    tails: Tensor  # (n_t,) distinct tails of the relation, sorted
+    pattern: SparsePattern  # (n_h, n_t): rows index ``heads``, cols ``tails``; items: edges start:end
+
+    def to(self, device: torch.device | str) -> "RelationBlock":
+        return RelationBlock(self.relation, self.start, self.end, self.heads.to(device), self.tails.to(device),
+                             self.pattern.to(device))
+
+
+@dataclass(frozen=True, eq=False)
+class KGStructure:
+    """Everything about a KG edge list that does not change between steps (built once per graph
+    version, see :func:`kg_structure`): the propagation matrix pattern (rows = heads, cols =
+    tails) and, per relation, the distinct heads and tails and the (head, tail) pattern the
+    attention scores are computed on."""
+
+    n_entities: int  # rows (head range)
+    n_cols: int  # columns (tail range): rows of the entity matrix
+    n_edges: int
+    rel_ptr: tuple[int, ...]
+    adjacency: SparsePattern
+    relations: tuple[RelationBlock, ...]  # non-empty relations only
+
+    def to(self, device: torch.device | str) -> "KGStructure":
+        return KGStructure(self.n_entities, self.n_cols, self.n_edges, self.rel_ptr,
+                           self.adjacency.to(device), tuple(b.to(device) for b in self.relations))
+
+
+def _check_edges(heads: Tensor, tails: Tensor, n_entities: int, n_cols: int) -> None:
+    if heads.numel() != tails.numel():
+        raise ValueError(f"heads/tails differ in length: {(heads.numel(), tails.numel())}")
+    if heads.numel():
+        h_min, h_max, t_min, t_max = torch.stack([heads.min(), heads.max(), tails.min(), tails.max()]).tolist()
+        if h_min < 0 or h_max >= n_entities or t_min < 0 or t_max >= n_cols:
+            raise ValueError(f"heads must lie in [0, {n_entities}) and tails in [0, {n_cols})")
+
+
+def kg_structure(heads: Tensor, tails: Tensor, rel_ptr: Tensor | None, n_entities: int,
+                 n_cols: int | None = None) -> KGStructure:
+    """Precompute the :class:`KGStructure` of an edge list sorted by relation.
+
+    Args:
+        heads, tails: (E,) int64; heads in ``[0, n_entities)``, tails in ``[0, n_cols)``.
+        rel_ptr: (R+1,) offsets of each relation's edge segment; ``None``: one relation.
+        n_entities: rows of the propagation matrix; ``n_cols`` its columns (default the same).
+
+    Edges sorted by (relation, head, tail) without repeats make every per-relation pattern
+    an identity map (no gather per call); any order within a relation is correct.
+    """
+    heads, tails = heads.reshape(-1).long(), tails.reshape(-1).long()
+    n_cols = n_entities if n_cols is None else int(n_cols)
+    _check_edges(heads, tails, n_entities, n_cols)
+    ptr = [0, heads.numel()] if rel_ptr is None else [int(v) for v in rel_ptr.tolist()]
+    if ptr[0] != 0 or ptr[-1] != heads.numel() or any(b < a for a, b in zip(ptr[:-1], ptr[1:])):
+        raise ValueError(f"rel_ptr must run from 0 to {heads.numel()} without decreasing")
+    blocks = []
+    for r, (a, b) in enumerate(zip(ptr[:-1], ptr[1:])):
+        if b > a:
+            uh, lh = torch.unique(heads[a:b], return_inverse=True)
+            ut, lt = torch.unique(tails[a:b], return_inverse=True)
+            blocks.append(RelationBlock(r, a, b, uh, ut, SparsePattern.build(lh, lt, (uh.numel(), ut.numel()))))
+    adjacency = SparsePattern.build(heads, tails, (n_entities, n_cols))
+    return KGStructure(n_entities, n_cols, heads.numel(), tuple(ptr), adjacency, tuple(blocks))
+
+
+class KGEdges(tuple):
+    """``(heads, tails, rel_ptr)`` (unpacks as that 3-tuple) carrying their :class:`KGStructure`."""
+
+    structure: KGStructure
+
+    def __new__(cls, heads: Tensor, tails: Tensor, rel_ptr: Tensor, structure: KGStructure) -> "KGEdges":
+        self = super().__new__(cls, (heads, tails, rel_ptr))
+        self.structure = structure
+        return self
+
+    heads = property(lambda self: self[0])
+    tails = property(lambda self: self[1])
+    rel_ptr = property(lambda self: self[2])
 
 
 class _KGPropagate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, heads: Tensor, tails: Tensor, weights: Tensor, x: Tensor, n_entities: int, chunk: int):
-        size = (n_entities, x.shape[0])
-        a = torch.sparse_coo_tensor(torch.stack([heads, tails]), weights.detach(), size, check_invariants=False)
-        out = torch.sparse.mm(a, x.detach())
-        ctx.save_for_backward(heads, tails, weights, x)
-        ctx.n_entities, ctx.chunk = n_entities, chunk
-        return out
+    def forward(ctx, weights: Tensor, x: Tensor, pattern: SparsePattern):
+        values = pattern.entry_values(weights.detach())
+        x = x.detach()
+        ctx.save_for_backward(values, x)
+        ctx.pattern = pattern
+        return pattern.mm(values, x)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        heads, tails, weights, x = ctx.saved_tensors
+        values, x = ctx.saved_tensors
+        pattern = ctx.pattern
+        grad = grad.contiguous()
         grad_w = grad_x = None
-        if ctx.needs_input_grad[3]:
-            size = (x.shape[0], ctx.n_entities)
-            a_t = torch.sparse_coo_tensor(torch.stack([tails, heads]), weights, size, check_invariants=False)
-            grad_x = torch.sparse.mm(a_t, grad.contiguous())
-        if ctx.needs_input_grad[2]:
-            e = heads.numel()
-            grad_w = torch.empty_like(weights)
-            for s in range(0, e, ctx.chunk):
-                h, t = heads[s : s + ctx.chunk], tails[s : s + ctx.chunk]
-                grad_w[s : s + ctx.chunk] = (grad[h] * x[t]).sum(-1).to(weights.dtype)
-        return None, None, grad_w, grad_x, None, None
+        if ctx.needs_input_grad[1]:
+            grad_x = pattern.t_mm(values, grad)
+        if ctx.needs_input_grad[0]:
+            grad_w = pattern.item_values(pattern.sddmm(grad, x))
+        return grad_w, grad_x, None
 
 
 def kg_propagate(
-    heads: Tensor, tails: Tensor, weights: Tensor, x: Tensor, n_entities: int, chunk: int = 1 << 18
+    heads: Tensor, tails: Tensor, weights: Tensor, x: Tensor, n_entities: int, chunk: int = 1 << 18,
+    pattern: SparsePattern | None = None,
 ) -> Tensor:
     """``out[h] = sum_e weights[e] * x[tails[e]]`` over the edges with ``heads[e] == h`` (Eq. 10).
 
-    One sparse matmul forward; gradients flow to ``weights`` and ``x`` (custom backward, see
-    the module docstring). Repeated (head, tail) pairs (several relations) are summed.
+    One CSR sparse matmul forward; gradients flow to ``weights`` and ``x`` (custom backward:
+    ``grad_x = A^T @ grad`` with a precomputed transpose, ``grad_w[e] = grad[h_e] . x[t_e]`` as
+    one sampled dense-dense product). Repeated (head, tail) pairs (several relations) are summed.
 
     Args:
         heads, tails: (E,) int64; heads in ``[0, n_entities)``, tails in ``[0, x.shape[0])``.
         weights: (E,) float edge weights (e.g. :func:`segment_softmax` output), may require grad.
         x: (N, d) float entity representations, may require grad.
         n_entities: number of output rows.
-        chunk: edges per block in the backward of ``weights`` (temporary ~ 2 x chunk x d).
+        chunk: unused (kept for compatibility; no per-edge (E, d) temporary is built).
+        pattern: the precomputed ``SparsePattern.build(heads, tails, (n_entities, N))``
+            (``KGStructure.adjacency``); without it the pattern is built on every call.
 
     Returns:
         (n_entities, d), dtype of ``x``.
     """
-    heads = heads.reshape(-1).long()
-    tails = tails.reshape(-1).long()
     weights = weights.reshape(-1)
-    if not (heads.numel() == tails.numel() == weights.numel()):
-        lengths = (heads.numel(), tails.numel(), weights.numel())
-        raise ValueError(f"heads/tails/weights differ in length: {lengths}")
-    if heads.numel():
-        h_min, h_max, t_min, t_max = torch.stack([heads.min(), heads.max(), tails.min(), tails.max()]).tolist()
-        if h_min < 0 or h_max >= n_entities or t_min < 0 or t_max >= x.shape[0]:
-            raise ValueError(f"heads must lie in [0, {n_entities}) and tails in [0, {x.shape[0]})")
+    if pattern is None:
+        heads = heads.reshape(-1).long()
+        tails = tails.reshape(-1).long()
+        if not (heads.numel() == tails.numel() == weights.numel()):
+            lengths = (heads.numel(), tails.numel(), weights.numel())
+            raise ValueError(f"heads/tails/weights differ in length: {lengths}")
+        _check_edges(heads, tails, n_entities, x.shape[0])
+        pattern = SparsePattern.build(heads, tails, (n_entities, x.shape[0]))
+    elif pattern.n_items != weights.numel() or pattern.shape != (n_entities, x.shape[0]):
+        raise ValueError(f"pattern {pattern.shape} over {pattern.n_items} edges does not fit "
+                         f"{weights.numel()} weights, {n_entities} rows and x {tuple(x.shape)}")
     if weights.dtype != x.dtype:
         weights = weights.to(x.dtype)
-    return _KGPropagate.apply(heads, tails, weights, x, n_entities, chunk)
+    return _KGPropagate.apply(weights, x, pattern)

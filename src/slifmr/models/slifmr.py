@@ -44,7 +44,8 @@ class SLIFMR(RecModel):
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()
-        cons = {"enabled": True, "beta": 0.1, "gamma": 1e-3, "tau": 0.2, "t": 2.0, "exclude_positive": True}
+        cons = {"enabled": True, "beta": 0.1, "gamma": 1e-3, "tau": 0.2, "t": 2.0, "exclude_positive": True,
+                "warmup_epochs": 0}
         unknown = set(consistency or {}) - set(cons)
         if unknown:
             raise ValueError(f"unknown consistency keys {sorted(unknown)}; allowed: {sorted(cons)}")
@@ -105,9 +106,9 @@ class SLIFMR(RecModel):
         if self.use_mm:
             views.append(self.feature_encoder(self.graphs.feature_graphs(self.device), self._feature_x0()))
         if self.use_kg:
-            heads, tails, ptr = self.graphs.kg_edges(self.device)
+            heads, tails, ptr = kg = self.graphs.kg_edges(self.device)
             x0 = torch.cat([self.item_emb.weight, self.entity_emb.weight[: self.meta["n_entities"] - self.n_items]])
-            views.append(self.kg_encoder(x0, heads, tails, ptr)[: self.n_items])
+            views.append(self.kg_encoder(x0, heads, tails, ptr, kg.structure)[: self.n_items])
         return bar_u, views
 
     def forward(self) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -130,6 +131,15 @@ class SLIFMR(RecModel):
         return self.fusion(views)[1]
 
     # -- loss ----------------------------------------------------------------------------------
+    def consistency_ramp(self) -> float:
+        """Weight on the consistency terms: 1, or a linear ramp over ``warmup_epochs`` (not in the
+        paper: with tiny initial embeddings the cosine-based terms dominate Adam's early updates
+        and stall BPR; the ramp lets BPR start first)."""
+        w = int(self.cons["warmup_epochs"])
+        if w <= 0 or self._trainer is None:
+            return 1.0
+        return min(1.0, (self.current_epoch + 1) / (w + 1))
+
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         u, p, n = batch["users"], batch["pos"], batch["neg"]
         bar_u, fused, views = self.forward()
@@ -143,7 +153,8 @@ class SLIFMR(RecModel):
             inter = sum(inter_modal_loss(v[items], target, self.cons["tau"], self.cons["exclude_positive"])
                         for v in views)
             intra = sum(uniformity_loss(v[items], self.cons["t"]) for v in views)
-            total = total + self.cons["beta"] * inter + self.cons["gamma"] * intra
+            ramp = self.consistency_ramp()
+            total = total + ramp * (self.cons["beta"] * inter + self.cons["gamma"] * intra)
             out.update(inter=inter, intra=intra)
         out["loss"] = total
         return out
