@@ -3,10 +3,13 @@ path, against the COO / per-edge reference they replace."""
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 
-from slifmr.graphs.kg import SparsePattern, kg_propagate, kg_structure
+from slifmr.graphs.kg import KGEdges, SparsePattern, kg_propagate, kg_structure
 
 
 def random_edges(g: torch.Generator, n_rows: int, n_cols: int, e: int):
@@ -109,3 +112,14 @@ def test_kg_structure_blocks_and_validation():
         kg_structure(heads, tails, torch.tensor([0, 30, 20, 60]), n)
     with pytest.raises(ValueError):
         kg_structure(heads, tails, ptr, n - 5)
+
+
+def test_kg_edges_unpacks_as_triple_and_survives_copies():
+    heads, tails = torch.tensor([0, 1, 1]), torch.tensor([2, 0, 2])
+    ptr = torch.tensor([0, 1, 3])
+    kg = KGEdges(heads, tails, ptr, kg_structure(heads, tails, ptr, 3))
+    h, t, p = kg
+    assert h is heads and t is tails and p is ptr and kg.heads is heads and len(kg) == 3
+    for other in (copy.deepcopy(kg), pickle.loads(pickle.dumps(kg))):
+        assert all(torch.equal(a, b) for a, b in zip(other, kg))
+        assert other.structure.n_edges == 3 and len(other.structure.relations) == 2

@@ -246,6 +246,9 @@ class KGEdges(tuple):
         self.structure = structure
         return self
 
+    def __getnewargs__(self):  # pickle / deepcopy rebuild through __new__
+        return (*self, self.structure)
+
     heads = property(lambda self: self[0])
     tails = property(lambda self: self[1])
     rel_ptr = property(lambda self: self[2])
