@@ -1,6 +1,6 @@
 """Mean ± std of test metrics over run directories, grouped by a name pattern.
 
-    python scripts/summarize_runs.py outputs/ml100k/*-s*          # groups by the name before "-s<seed>"
+    python scripts/summarize_runs.py outputs/ml100k/*-s*          # groups by folder/name before "-s<seed>"
 
 Reads each run's CSV log (csv/version_*/metrics.csv) and takes the test row. A stop-gap until
 `slifmr.report` (studies issue) collects full result records.
@@ -33,7 +33,8 @@ def main(paths: list[str]) -> None:
             continue
         m = test_metrics(p)
         if m is not None:
-            groups[re.sub(r"-s\d+$", "", p.name)].append(m)
+            name = re.sub(r"-s\d+$", "", p.name)  # runs named <model>-s<seed>, grouped per parent folder
+            groups[f"{p.parent.name}/{name}"].append(m)
     print("| run | n | " + " | ".join(METRICS) + " |")
     print("|---|---|" + "---|" * len(METRICS))
     for name, runs in sorted(groups.items()):
