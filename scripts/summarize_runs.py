@@ -1,6 +1,7 @@
 """Mean ± std of test metrics over run directories, grouped by a name pattern.
 
     python scripts/summarize_runs.py outputs/ml100k/*-s*          # groups by folder/name before "-s<seed>"
+    python scripts/summarize_runs.py outputs/train/multiruns/<stamp>/*  # groups by the overrides but seed
 
 Reads each run's CSV log (csv/version_*/metrics.csv) and takes the test row. A stop-gap until
 `slifmr.report` (studies issue) collects full result records.
@@ -26,6 +27,18 @@ def test_metrics(run: Path) -> dict[str, float] | None:
     return None
 
 
+def group_key(run: Path) -> str:
+    """Runs named <name>-s<seed> group per folder; Hydra multirun jobs group by their overrides
+    without the seed."""
+    if re.search(r"-s\d+$", run.name):
+        return f"{run.parent.name}/{re.sub(r'-s[0-9]+$', '', run.name)}"
+    overrides = run / ".hydra" / "overrides.yaml"
+    if overrides.exists():
+        items = [ln.strip()[2:] for ln in open(overrides) if ln.strip().startswith("- ")]
+        return " ".join(i for i in items if not i.startswith("seed=")) or run.name
+    return run.name
+
+
 def main(paths: list[str]) -> None:
     groups: dict[str, list[dict[str, float]]] = defaultdict(list)
     for p in map(Path, paths):
@@ -33,8 +46,7 @@ def main(paths: list[str]) -> None:
             continue
         m = test_metrics(p)
         if m is not None:
-            name = re.sub(r"-s\d+$", "", p.name)  # runs named <model>-s<seed>, grouped per parent folder
-            groups[f"{p.parent.name}/{name}"].append(m)
+            groups[group_key(p)].append(m)
     print("| run | n | " + " | ".join(METRICS) + " |")
     print("|---|---|" + "---|" * len(METRICS))
     for name, runs in sorted(groups.items()):
