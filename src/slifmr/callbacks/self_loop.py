@@ -67,9 +67,9 @@ class SelfLoopCallback(pl.Callback):
             pr, pc = self.raw.indices()
             rows, cols = torch.cat([pr, rows]), torch.cat([pc, cols])
             vals = torch.cat([(1 - self.momentum) * self.raw.values(), self.momentum * vals])
-            g = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce()
+            g = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=False).coalesce()
             rows, cols, vals = topn_per_row(*g.indices(), g.values(), self.top_n)
-        return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce()
+        return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=False).coalesce()
 
     def should_refresh(self, epoch: int) -> bool:
         return self.enabled and (epoch + 1) % self.interval == 0
@@ -124,7 +124,7 @@ class SelfLoopCallback(pl.Callback):
         if idx is None:
             return None
         n = state["n_items"]
-        return torch.sparse_coo_tensor(idx, state[f"{which}_values"], (n, n)).coalesce()
+        return torch.sparse_coo_tensor(idx, state[f"{which}_values"], (n, n), check_invariants=False).coalesce()
 
     def state_dict(self) -> dict:
         state: dict = {"last_refresh_epoch": self.last_refresh_epoch, "n_refreshes": self.n_refreshes,
