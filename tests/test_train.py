@@ -79,3 +79,17 @@ def test_embedded_default_dataset_loads(tmp_path):
     assert (s["users"], s["items"], s["interactions"]) == (2059, 1099, 44613)
     assert abs(s["test"] / s["interactions"] - 0.1) < 0.01 and abs(s["valid"] / s["interactions"] - 0.1) < 0.01
     assert s["triples"] == 4201 and set(dm.data.features) == {"text", "genre"}
+
+
+@pytest.mark.parametrize("model", ["lightgcn", "slifmr"])
+def test_evaluate_reproduces_the_test_metrics(tmp_path, shared_data, model):
+    from slifmr.evaluate import evaluate
+
+    common = ["dataset=ml-100k-kg-tiny", f"paths.data_dir={shared_data}", f"model={model}"]
+    cfg = make_cfg(tmp_path, common + ["trainer.max_epochs=3", "callbacks.progress_bar=null"])
+    trained = train(cfg)
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    ecfg = make_cfg(tmp_path / "e", common + [f"ckpt_path={ckpt}"], config_name="eval")
+    again = evaluate(ecfg)
+    for k in ("test/recall@20", "test/ndcg@20", "test/precision@20"):
+        assert again[k] == pytest.approx(trained[k], abs=1e-9)
