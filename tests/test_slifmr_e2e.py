@@ -4,41 +4,24 @@ ablation, the Fig. 5 fusions and L=1 train and test; layer-count and noise wirin
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import hydra
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
 
 from slifmr.config import register_resolvers
 from slifmr.data.graph_store import GraphStore
 from slifmr.train import train
+from hydra_compose import make_cfg
 
 register_resolvers()
 
 D = 64  # conf/model/slifmr.yaml embedding_dim
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CI box is shared: OpenMP barriers stall on busy cores
-    yield
-    torch.set_num_threads(n)
 
 
-def make_cfg(tmp_path: Path, overrides: list[str], config_name: str = "train"):
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="slifmr.conf", version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-    return cfg
 
 
 def tiny(shared_data, *extra: str) -> list[str]:

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
 
 from slifmr.config import register_resolvers
 from slifmr.train import train
+from hydra_compose import make_cfg
 
 register_resolvers()
 
 
-def make_cfg(tmp_path: Path, overrides: list[str], config_name: str = "train"):
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="slifmr.conf", version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-    return cfg
 
 
 @pytest.mark.parametrize("model", ["pop", "mf", "lightgcn"])

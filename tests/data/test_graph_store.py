@@ -19,12 +19,6 @@ MASK = [True, True, True, False]  # item 3 has no such modality (its row is *not
 G_EDGES = {(0, 1): 0.6, (1, 0): 0.6, (1, 3): 0.3, (3, 2): 0.8}  # directed on purpose
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CI box is shared: OpenMP barriers stall on busy cores
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_dataset() -> RecDataset:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from slifmr.metrics.ranking import RankingMetrics, hits_from_topk, rank_topk
 
@@ -37,6 +37,13 @@ class RecModel(pl.LightningModule):
         self.test_metrics = RankingMetrics(self.topk, prefix="test/")
         self._eval_cache: tuple[Tensor, Tensor] | None = None
         self.graphs = None  # the DataModule's GraphStore, attached in setup()
+
+    def init_id_embeddings(self, dim: int) -> None:
+        """User and item ID tables, Xavier-initialised (the paper's initialiser)."""
+        self.user_emb = nn.Embedding(self.n_users, dim)
+        self.item_emb = nn.Embedding(self.n_items, dim)
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
 
     # -- to implement -------------------------------------------------------------------------
     def embeddings(self) -> tuple[Tensor, Tensor]:

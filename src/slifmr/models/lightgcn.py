@@ -4,7 +4,7 @@ final embedding = mean over layers 0..L."""
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from slifmr.models.base import RecModel
 from slifmr.models.losses import bpr_loss, l2_reg
@@ -27,10 +27,7 @@ class LightGCN(RecModel):
         self.save_hyperparameters()
         self.n_layers = n_layers
         self.reg_weight = reg_weight
-        self.user_emb = nn.Embedding(self.n_users, embedding_dim)
-        self.item_emb = nn.Embedding(self.n_items, embedding_dim)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.init_id_embeddings(embedding_dim)
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])  # (U+I, d)

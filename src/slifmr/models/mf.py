@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from slifmr.models.base import RecModel
 from slifmr.models.losses import bpr_loss, l2_reg
@@ -15,10 +14,7 @@ class MF(RecModel):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()
         self.reg_weight = reg_weight
-        self.user_emb = nn.Embedding(self.n_users, embedding_dim)
-        self.item_emb = nn.Embedding(self.n_items, embedding_dim)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.init_id_embeddings(embedding_dim)
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         return self.user_emb.weight, self.item_emb.weight

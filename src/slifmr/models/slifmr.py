@@ -66,10 +66,7 @@ class SLIFMR(RecModel):
         self.feature_input = feature_input
         self.reg_weight = reg_weight
         d = embedding_dim
-        self.user_emb = nn.Embedding(self.n_users, d)
-        self.item_emb = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.init_id_embeddings(d)
         n_views = 1
         if self.use_mm:
             self.feature_encoder = FeatureGraphEncoder(len(meta["features"]), self.L_m, readout)
