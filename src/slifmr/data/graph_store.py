@@ -110,7 +110,7 @@ class GraphStore:
 
         return self._cached(("S", str(device)), build)
 
-    def kg_edges(self, device: torch.device | str = "cpu") -> KGEdges:
+    def kg_edges(self, device: torch.device | str = "cpu", prune: bool = True) -> KGEdges:
         """(heads, tails, rel_ptr): KG edges with inverses and ``sim`` edges, sorted by (relation,
         head, tail); ``rel_ptr`` (n_kg_relations + 1,) are the CSR offsets of each relation's
         segment. The result unpacks as that 3-tuple and carries ``.structure``, the edges'
@@ -118,7 +118,7 @@ class GraphStore:
 
         def build() -> KGEdges:
             triples = self.kg if self.kg is not None else torch.zeros(0, 3, dtype=torch.long)
-            if self.prune_ratio > 0 and len(triples):
+            if prune and self.prune_ratio > 0 and len(triples):
                 keep = prune_edges(triples[:, 0], triples[:, 2], self.prune_ratio, self._generator(2))
                 triples = triples[keep]
             triples = add_inverse(triples, self.n_base_relations)
@@ -137,4 +137,4 @@ class GraphStore:
             structure = kg_structure(heads, tails, ptr, self.n_entities)
             return KGEdges(heads.to(device), tails.to(device), ptr, structure.to(device))
 
-        return self._cached(("KG", str(device)), build)
+        return self._cached(("KG", str(device), prune), build)

@@ -95,15 +95,17 @@ class SLIFMR(RecModel):
         return x0
 
     def views(self) -> tuple[Tensor, list[Tensor]]:
-        """(x̄_u (U, d), [x̄_i, x̃_i, x̂_i] each (I, d), in that order, minus ablated views)."""
+        """(x̄_u (U, d), [x̄_i, x̃_i, x̂_i] each (I, d), in that order, minus ablated views).
+        Degree-sensitive pruning applies to training only; evaluation sees the whole graphs."""
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        bar = lightgcn_residual(self.graphs.interaction_adj(self.device), ego, self.L_b, self.readout)
+        adj = self.graphs.interaction_adj(self.device, prune=self.training)
+        bar = lightgcn_residual(adj, ego, self.L_b, self.readout)
         bar_u, bar_i = bar[: self.n_users], bar[self.n_users :]
         views = [bar_i]
         if self.use_mm:
             views.append(self.feature_encoder(self.graphs.feature_graphs(self.device), self._feature_x0()))
         if self.use_kg:
-            heads, tails, ptr = kg = self.graphs.kg_edges(self.device)
+            heads, tails, ptr = kg = self.graphs.kg_edges(self.device, prune=self.training)
             x0 = torch.cat([self.item_emb.weight, self.entity_emb.weight[: self.meta["n_entities"] - self.n_items]])
             views.append(self.kg_encoder(x0, heads, tails, ptr, kg.structure)[: self.n_items])
         return bar_u, views
@@ -119,8 +121,14 @@ class SLIFMR(RecModel):
 
     @torch.no_grad()
     def item_representations(self) -> Tensor:
-        """Fused x_i (I, d): what the self-loop callback builds its item-item graph from."""
-        return self.forward()[1]
+        """Fused x_i (I, d): what the self-loop callback builds its item-item graph from,
+        computed in eval mode (whole graphs, exact KG attention)."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.forward()[1]
+        finally:
+            self.train(was_training)
 
     @torch.no_grad()
     def fusion_weights(self) -> Tensor | None:
