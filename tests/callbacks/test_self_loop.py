@@ -3,6 +3,8 @@ logging, checkpoint -> resume, and testing a checkpoint with the graph it was va
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -13,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from slifmr.callbacks.self_loop import SelfLoopCallback
 from slifmr.data.dataset import RecDataset
+from slifmr.graphs.knn import laplacian_normalize
 from slifmr.data.graph_store import GraphStore
 
 N_ITEMS, DIM = 12, 6
@@ -332,3 +335,21 @@ def test_testing_a_checkpoint_saved_before_any_refresh(resume_runs, shared_data,
     assert rec.test_graph is None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     assert 0.0 <= metrics["test/recall@20"] <= 1.0
+
+
+def test_refresh_graph_by_hand_and_no_grad():
+    # 4 vectors: rows a->{b .8, c .6}, b->{c .96, a .8}, ... (the product path: build + normalise)
+    x = torch.tensor([[1.0, 0.0], [4.0, 3.0], [3.0, 4.0], [0.0, 1.0]], requires_grad=True)
+    g = laplacian_normalize(SelfLoopCallback(top_n=2, chunk_size=3).build(x))
+    assert not g.requires_grad
+    assert g.is_coalesced() and g.shape == (4, 4)
+    s = math.sqrt(1.4 * 1.76)
+    expected = torch.tensor(
+        [
+            [0, 0.8 / s, 0.6 / s, 0],
+            [0.8 / s, 0, 0.96 / 1.76, 0],
+            [0, 0.96 / 1.76, 0, 0.8 / s],
+            [0, 0.6 / s, 0.8 / s, 0],
+        ]
+    )
+    torch.testing.assert_close(g.to_dense(), expected)

@@ -239,3 +239,13 @@ def test_no_pruning_when_ratio_zero():
     full = kept_pairs(store)
     store.set_epoch(5)
     assert kept_pairs(store) == full == {tuple(p) for p in ds.train.tolist()}
+
+
+def test_set_epoch_keeps_graphs_that_do_not_depend_on_pruning():
+    ds = tiny_dataset()
+    store = GraphStore(ds, prune_ratio=0.5, seed=3)
+    whole, s_graphs = store.interaction_adj(prune=False), store.feature_graphs()
+    pruned = store.interaction_adj()
+    store.set_epoch(1)
+    assert store.interaction_adj(prune=False) is whole and store.feature_graphs() is s_graphs
+    assert store.interaction_adj() is not pruned

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from slifmr.graphs.similarity import degree_gini, edge_jaccard, edge_overlap, topn_cosine_graph
+from slifmr.graphs.similarity import degree_gini, edge_jaccard, edge_overlap
 
 
 def sp(edges, n, values=None):
@@ -42,19 +42,3 @@ def test_degree_gini_by_hand():
     assert degree_gini(sp([], 4)) == 0.0
 
 
-def test_topn_cosine_graph_by_hand_and_no_grad():
-    # same 4 vectors as the Laplacian test: rows a->{b .8, c .6}, b->{c .96, a .8}, ...
-    x = torch.tensor([[1.0, 0.0], [4.0, 3.0], [3.0, 4.0], [0.0, 1.0]], requires_grad=True)
-    g = topn_cosine_graph(x, 2, chunk_size=3)
-    assert not g.requires_grad
-    assert g.is_coalesced() and g.shape == (4, 4)
-    s = math.sqrt(1.4 * 1.76)
-    expected = torch.tensor(
-        [
-            [0, 0.8 / s, 0.6 / s, 0],
-            [0.8 / s, 0, 0.96 / 1.76, 0],
-            [0, 0.96 / 1.76, 0, 0.8 / s],
-            [0, 0.6 / s, 0.8 / s, 0],
-        ]
-    )
-    torch.testing.assert_close(g.to_dense(), expected)

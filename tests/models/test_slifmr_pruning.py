@@ -16,13 +16,17 @@ def _setup(shared_data, tmp_path):
     return dm, model
 
 
-def test_eval_embeddings_do_not_depend_on_the_pruning_sample(shared_data, tmp_path):
-    dm, model = _setup(shared_data, tmp_path)
-    model.eval()
+def _items_at_epochs_0_and_1(dm, model):
     with torch.no_grad():
         a = model.embeddings()[1]
         dm.graphs.set_epoch(1)
-        b = model.embeddings()[1]
+        return a, model.embeddings()[1]
+
+
+def test_eval_embeddings_do_not_depend_on_the_pruning_sample(shared_data, tmp_path):
+    dm, model = _setup(shared_data, tmp_path)
+    model.eval()
+    a, b = _items_at_epochs_0_and_1(dm, model)
     torch.testing.assert_close(a, b)
     items = model.item_representations()
     torch.testing.assert_close(items, b)
@@ -31,10 +35,7 @@ def test_eval_embeddings_do_not_depend_on_the_pruning_sample(shared_data, tmp_pa
 def test_training_embeddings_use_the_epoch_sample(shared_data, tmp_path):
     dm, model = _setup(shared_data, tmp_path)
     model.train()
-    with torch.no_grad():
-        a = model.embeddings()[1]
-        dm.graphs.set_epoch(1)
-        b = model.embeddings()[1]
+    a, b = _items_at_epochs_0_and_1(dm, model)
     assert not torch.allclose(a, b)
     assert model.training  # item_representations restores the mode it found
     model.item_representations()

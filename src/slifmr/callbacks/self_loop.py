@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from slifmr.graphs.knn import knn_graph, laplacian_normalize
+from slifmr.graphs.knn import knn_adjacency, laplacian_normalize
 from slifmr.graphs.similarity import degree_gini, edge_jaccard, edge_overlap
 
 log = logging.getLogger(__name__)
@@ -59,17 +59,13 @@ class SelfLoopCallback(pl.Callback):
     def build(self, items: Tensor) -> Tensor:
         """Raw top-N cosine graph (I, I) of item representations, mixed with the previous one
         in ``accumulate`` mode (``(1-m) G^{n-1} + m G^n``, re-sparsified to top-N per row)."""
-        n = items.shape[0]
-        rows, cols, vals = knn_graph(items.detach().float().cpu(), self.top_n, chunk_size=self.chunk_size)
-        pos = vals > 0  # a non-positive cosine is no evidence of similarity: no edge (nor `sim` triple)
-        rows, cols, vals = rows[pos], cols[pos], vals[pos]
-        if self.mode == "accumulate" and self.raw is not None:
-            pr, pc = self.raw.indices()
-            rows, cols = torch.cat([pr, rows]), torch.cat([pc, cols])
-            vals = torch.cat([(1 - self.momentum) * self.raw.values(), self.momentum * vals])
-            g = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=False).coalesce()
-            rows, cols, vals = topn_per_row(*g.indices(), g.values(), self.top_n)
-        return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=False).coalesce()
+        # weighted kNN drops non-positive cosines: no evidence of similarity, no edge (nor `sim` triple)
+        new = knn_adjacency(items.detach().float().cpu(), self.top_n, chunk_size=self.chunk_size)
+        if self.mode != "accumulate" or self.raw is None:
+            return new
+        mixed = ((1 - self.momentum) * self.raw + self.momentum * new).coalesce()
+        rows, cols, vals = topn_per_row(*mixed.indices(), mixed.values(), self.top_n)
+        return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, mixed.shape, check_invariants=False).coalesce()
 
     def should_refresh(self, epoch: int) -> bool:
         return self.enabled and (epoch + 1) % self.interval == 0

@@ -14,7 +14,7 @@ from slifmr.data import cache
 from slifmr.data.dataset import RecDataset
 from slifmr.data.formats import read_dataset
 from slifmr.data.graph_store import GraphStore
-from slifmr.data.noise import inject_noise
+from slifmr.data.noise import NoiseConfig
 from slifmr.data.pipeline import build_rec_dataset
 from slifmr.data.sampling import BPRBatches, RankingBatches
 from slifmr.errors import DataError
@@ -72,6 +72,7 @@ class RecDataModule(pl.LightningDataModule):
         self.data: RecDataset | None = None
         self.graphs: GraphStore | None = None
         self._train: BPRBatches | None = None
+        self._ranking_sets: dict[str, RankingBatches] = {}
 
     # -- loading ---------------------------------------------------------------------------
     def _settings(self) -> dict:
@@ -118,10 +119,9 @@ class RecDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
-        data = self.load()
-        if any(self.noise.get(k, 0.0) for k in ("interaction", "kg", "modality")):
-            # after the cache: noise is seeded apart from the split and from the model (noise.seed)
-            data = inject_noise(data, **self.noise)
+        # after the cache: noise is seeded apart from the split and from the model (noise.seed);
+        # all-zero ratios return the clean dataset itself
+        data = NoiseConfig(**self.noise).apply(self.load())
         self.data = data
         self.graphs = GraphStore(data, knn_k=self.knn_k, prune_ratio=self.prune_ratio, seed=self.seed)
         s = self.data.summary()
@@ -149,12 +149,16 @@ class RecDataModule(pl.LightningDataModule):
         self.graphs.set_epoch(epoch)
         return DataLoader(self._train, batch_size=None, shuffle=False, num_workers=self.num_workers)
 
-    def _ranking(self, known: np.ndarray, truth: np.ndarray) -> DataLoader:
-        ds = RankingBatches(known, truth, self.data.n_users, self.eval_batch_size)
-        return DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.num_workers)
+    def _ranking(self, split: str) -> DataLoader:
+        """Ranking batches of one split, built once (dataloaders are reloaded every epoch)."""
+        if split not in self._ranking_sets:
+            d = self.data
+            known = d.train if split == "valid" else np.concatenate([d.train, d.valid])
+            self._ranking_sets[split] = RankingBatches(known, getattr(d, split), d.n_users, self.eval_batch_size)
+        return DataLoader(self._ranking_sets[split], batch_size=None, shuffle=False, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._ranking(self.data.train, self.data.valid)
+        return self._ranking("valid")
 
     def test_dataloader(self) -> DataLoader:
-        return self._ranking(np.concatenate([self.data.train, self.data.valid]), self.data.test)
+        return self._ranking("test")

@@ -52,10 +52,11 @@ class GraphStore:
 
     # -- state changes ----------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        """Pruning is re-sampled per epoch (seeded by (seed, epoch): identical on every rank)."""
+        """Pruning is re-sampled per epoch (seeded by (seed, epoch): identical on every rank).
+        Only the pruned graphs are dropped; the whole graphs (evaluation, S) stay cached."""
         if epoch != self.epoch:
             self.epoch = epoch
-            self._cache.clear()
+            self._cache = {k: v for k, v in self._cache.items() if not k[-1]}
 
     def set_item_graph(self, graph: Tensor | None) -> None:
         """The self-loop door: inject an (I, I) item-item graph into A, S and the KG."""
@@ -70,7 +71,11 @@ class GraphStore:
         """(I,) train interaction counts."""
         return torch.bincount(self.train_items, minlength=self.n_items)
 
+    def _pruned(self, prune: bool) -> bool:
+        return prune and self.prune_ratio > 0
+
     def _cached(self, key: tuple, build):
+        """Cache per key; a key's last element says whether it depends on the epoch's pruning."""
         if key not in self._cache:
             self._cache[key] = build()
         return self._cache[key]
@@ -81,14 +86,14 @@ class GraphStore:
 
         def build() -> Tensor:
             u, i = self.train_users, self.train_items
-            if prune and self.prune_ratio > 0:
+            if self._pruned(prune):
                 keep = prune_edges(u, i + self.n_users, self.prune_ratio, self._generator(1))
                 u, i = u[keep], i[keep]
             adj = bipartite_adjacency(u, i, self.n_users, self.n_items, item_item=self.item_graph)
             # a directed self-loop block makes A asymmetric: then the backward needs the real A^T
             return SparseOperator(sym_normalize(adj), symmetric=self.item_graph is None).to(device)
 
-        return self._cached(("A", str(device), prune), build)
+        return self._cached(("A", str(device), self._pruned(prune)), build)
 
     def feature_knn(self) -> list[Tensor]:
         """Per-modality kNN graphs over raw features, Laplacian-normalised (Eq. 2-4); frozen."""
@@ -108,7 +113,7 @@ class GraphStore:
                 graphs = [laplacian_normalize((g + self.item_graph).coalesce()) for g in graphs]
             return [SparseOperator(g).to(device) for g in graphs]
 
-        return self._cached(("S", str(device)), build)
+        return self._cached(("S", str(device), False), build)
 
     def kg_edges(self, device: torch.device | str = "cpu", prune: bool = True) -> KGEdges:
         """(heads, tails, rel_ptr): KG edges with inverses and ``sim`` edges, sorted by (relation,
@@ -118,7 +123,7 @@ class GraphStore:
 
         def build() -> KGEdges:
             triples = self.kg if self.kg is not None else torch.zeros(0, 3, dtype=torch.long)
-            if prune and self.prune_ratio > 0 and len(triples):
+            if self._pruned(prune) and len(triples):
                 keep = prune_edges(triples[:, 0], triples[:, 2], self.prune_ratio, self._generator(2))
                 triples = triples[keep]
             triples = add_inverse(triples, self.n_base_relations)
@@ -137,4 +142,4 @@ class GraphStore:
             structure = kg_structure(heads, tails, ptr, self.n_entities)
             return KGEdges(heads.to(device), tails.to(device), ptr, structure.to(device))
 
-        return self._cached(("KG", str(device), prune), build)
+        return self._cached(("KG", str(device), self._pruned(prune)), build)

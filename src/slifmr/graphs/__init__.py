@@ -8,7 +8,7 @@ from slifmr.graphs.adjacency import SparseOperator, bipartite_adjacency, csr_mm,
 from slifmr.graphs.kg import add_inverse, kg_propagate, segment_softmax
 from slifmr.graphs.knn import knn_adjacency, knn_graph, laplacian_normalize
 from slifmr.graphs.pruning import degree_keep_prob, n_kept, prune_edges
-from slifmr.graphs.similarity import degree_gini, edge_jaccard, edge_overlap, topn_cosine_graph
+from slifmr.graphs.similarity import degree_gini, edge_jaccard, edge_overlap
 
 __all__ = [
     "SparseOperator",
@@ -29,5 +29,5 @@ __all__ = [
     "segment_softmax",
     "sym_normalize",
     "to_csr",
-    "topn_cosine_graph",
+    
 ]

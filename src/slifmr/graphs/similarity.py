@@ -1,4 +1,4 @@
-"""The self-loop item-item graph (Eq. 16-17) and measures to compare graphs between refreshes.
+"""Measures to compare graphs between self-loop refreshes (drift diagnostics).
 
 Edge sets: the edges of a sparse matrix are the stored (coalesced) indices whose value is not
 0; explicit zeros are not edges.
@@ -9,29 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from slifmr.graphs.knn import knn_adjacency, laplacian_normalize
 
 
 @torch.no_grad()
-def topn_cosine_graph(
-    x: Tensor, n: int, chunk_size: int = 1024, mask: Tensor | None = None, weighted: bool = True
-) -> Tensor:
-    """``G = D^-1/2 G~ D^-1/2`` (Eq. 16-17) over item embeddings, no gradient.
-
-    Args:
-        x: (I, d) fused item embeddings (detached here).
-        n: top-N neighbours per item (self excluded).
-        chunk_size: rows per similarity block (memory ~ chunk_size x I).
-        mask: optional (I,) bool of items allowed in the graph.
-        weighted: True keeps the cosine values (Eq. 17, clamped at 0); False uses ones.
-
-    Returns:
-        (I, I) coalesced COO, directed top-N (row i = i's neighbours), normalised with row sums
-        on both sides (:func:`slifmr.graphs.knn.laplacian_normalize`).
-    """
-    return laplacian_normalize(knn_adjacency(x.detach(), n, mask, chunk_size, weighted=weighted))
-
-
 def _edge_keys(adj: Tensor) -> Tensor:
     """Sorted unique int64 keys ``row * n_cols + col`` of the non-zero entries of ``adj``."""
     if adj.layout != torch.sparse_coo:
