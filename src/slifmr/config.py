@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import OmegaConf
 
 from slifmr.datasets import embedded_path
 
 
+def _hydra_config():
+    """The running job's HydraConfig, or None outside a Hydra job (tests, notebooks)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def sweep_group(name: str | None = None) -> str | None:
+    """The W&B group of a job: ``sweep_name`` when set, else the multirun directory's name
+    (so a sweep's runs land together), else None (a single run has no group)."""
+    if name:
+        return str(name)
+    hc = _hydra_config()
+    mode = hc.get("mode") if hc is not None else None
+    if getattr(mode, "name", str(mode)) != "MULTIRUN":
+        return None
+    return Path(str(hc.sweep.dir)).name or None
+
+
+def run_name() -> str | None:
+    """The W&B name of a job: its command-line overrides (``hydra.job.override_dirname``),
+    or None (W&B picks a name) outside Hydra or without overrides."""
+    hc = _hydra_config()
+    return (hc.job.get("override_dirname") or None) if hc is not None else None
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("slifmr.embedded"):
         OmegaConf.register_new_resolver("slifmr.embedded", embedded_path)
+    if not OmegaConf.has_resolver("slifmr.sweep_group"):
+        OmegaConf.register_new_resolver("slifmr.sweep_group", sweep_group)
+    if not OmegaConf.has_resolver("slifmr.run_name"):
+        OmegaConf.register_new_resolver("slifmr.run_name", run_name)

@@ -6,6 +6,7 @@ Everything interesting lives in the classes the config names; this file only wir
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import hydra
@@ -13,6 +14,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from slifmr.config import register_resolvers
+from slifmr.report.records import save_run_record
 from slifmr.runner import finish_loggers, instantiate_callbacks, instantiate_loggers, print_metrics
 
 log = logging.getLogger(__name__)
@@ -20,10 +22,13 @@ register_resolvers()
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit on train (early stopping on valid), then test once with the best checkpoint."""
+    """Fit on train (early stopping on valid), then test once with the best checkpoint;
+    the run's result record goes to its directory (slifmr.report reads it)."""
+    started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
     datamodule.setup("fit")
+    data_seconds = time.perf_counter() - started  # before the Trainer exists: timed here
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model, meta=datamodule.meta, _convert_="all")
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"), cfg)
@@ -39,6 +44,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False)
             metrics.update({k: float(v) for k, v in results[0].items()})
             print_metrics(metrics, prefix="test/")
+        save_run_record(cfg, trainer, metrics, started=started, data_seconds=data_seconds)
         return metrics
     finally:
         finish_loggers(loggers)
@@ -46,6 +52,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="pkg://slifmr.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    if cfg.get("dry_run"):  # list a sweep's jobs: no data, no model (slifmr.sweeps)
+        from slifmr.sweeps import describe_job
+
+        print(describe_job(cfg), flush=True)
+        return None
     metrics = train(cfg)
     monitor = cfg.eval.get("monitor")
     return metrics.get(monitor) if monitor else None  # for Hydra sweepers that optimise

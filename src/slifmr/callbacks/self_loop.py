@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -67,6 +68,21 @@ class SelfLoopCallback(pl.Callback):
         rows, cols, vals = topn_per_row(*mixed.indices(), mixed.values(), self.top_n)
         return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, mixed.shape, check_invariants=False).coalesce()
 
+    @staticmethod
+    def shared(trainer: pl.Trainer, make: Callable[[], Tensor]) -> Tensor:
+        """The graph ``make()`` builds on rank 0, the same on every rank (DDP).
+
+        Every rank holds the same weights, so each could build it; but top-N ties and float
+        reductions may differ across devices, and a graph that differs between ranks would make
+        the replicas train on different models. Rank 0 builds, the others receive it.
+        """
+        if trainer.world_size == 1:
+            return make()
+        g = make() if trainer.is_global_zero else None
+        payload = None if g is None else (g.indices(), g.values(), tuple(g.shape))
+        idx, vals, shape = trainer.strategy.broadcast(payload, src=0)
+        return torch.sparse_coo_tensor(idx, vals, shape, check_invariants=False).coalesce()
+
     def should_refresh(self, epoch: int) -> bool:
         return self.enabled and (epoch + 1) % self.interval == 0
 
@@ -79,7 +95,7 @@ class SelfLoopCallback(pl.Callback):
         store = trainer.datamodule.graphs
         t0 = time.perf_counter()
         previous = self.raw
-        self.raw = self.build(pl_module.item_representations())
+        self.raw = self.shared(trainer, lambda: self.build(pl_module.item_representations()))
         store.set_item_graph(laplacian_normalize(self.raw))
         seconds = time.perf_counter() - t0
         self.last_refresh_epoch = trainer.current_epoch

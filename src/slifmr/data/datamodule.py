@@ -12,11 +12,12 @@ from torch.utils.data import DataLoader
 
 from slifmr.data import cache
 from slifmr.data.dataset import RecDataset
+from slifmr.data.expected import compare_counts, warn_mismatch
 from slifmr.data.formats import read_dataset
 from slifmr.data.graph_store import GraphStore
 from slifmr.data.noise import NoiseConfig
 from slifmr.data.pipeline import build_rec_dataset
-from slifmr.data.sampling import BPRBatches, RankingBatches
+from slifmr.data.sampling import BPRBatches, EveryBatch, RankingBatches
 from slifmr.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class RecDataModule(pl.LightningDataModule):
         knn_k: int = 10,
         prune_ratio: float = 0.0,
         noise: dict | None = None,
+        expected: dict | None = None,
     ):
         super().__init__()
         self.name = name
@@ -69,10 +71,11 @@ class RecDataModule(pl.LightningDataModule):
         self.knn_k = knn_k
         self.prune_ratio = prune_ratio
         self.noise = dict(noise or {})
+        self.expected = dict(expected or {})  # known-target counts (paper Table I); mismatch = loud warning
         self.data: RecDataset | None = None
         self.graphs: GraphStore | None = None
         self._train: BPRBatches | None = None
-        self._ranking_sets: dict[str, RankingBatches] = {}
+        self._ranking_sets: dict[tuple[str, int, int], RankingBatches] = {}
 
     # -- loading ---------------------------------------------------------------------------
     def _settings(self) -> dict:
@@ -121,7 +124,9 @@ class RecDataModule(pl.LightningDataModule):
             return
         # after the cache: noise is seeded apart from the split and from the model (noise.seed);
         # all-zero ratios return the clean dataset itself
-        data = NoiseConfig(**self.noise).apply(self.load())
+        clean = self.load()
+        warn_mismatch(self.name, str(self.path), compare_counts(clean.summary(), self.expected))
+        data = NoiseConfig(**self.noise).apply(clean)
         self.data = data
         self.graphs = GraphStore(data, knn_k=self.knn_k, prune_ratio=self.prune_ratio, seed=self.seed)
         s = self.data.summary()
@@ -141,21 +146,30 @@ class RecDataModule(pl.LightningDataModule):
         }
 
     # -- loaders ---------------------------------------------------------------------------
+    def _shard(self) -> tuple[int, int]:
+        """(rank, world size) of this process: the datasets shard themselves (data/sampling.py)."""
+        t = self.trainer
+        return (0, 1)  # MUTATION
+
     def train_dataloader(self) -> DataLoader:
-        if self._train is None:
-            self._train = BPRBatches(self.data.train, self.data.n_items, self.batch_size, self.seed)
+        rank, world = self._shard()
+        if self._train is None or (self._train.rank, self._train.world_size) != (rank, world):
+            self._train = BPRBatches(self.data.train, self.data.n_items, self.batch_size, self.seed, rank, world)
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         self._train.set_epoch(epoch)
         self.graphs.set_epoch(epoch)
-        return DataLoader(self._train, batch_size=None, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(self._train, batch_size=None, sampler=EveryBatch(self._train), num_workers=self.num_workers)
 
     def _ranking(self, split: str) -> DataLoader:
         """Ranking batches of one split, built once (dataloaders are reloaded every epoch)."""
-        if split not in self._ranking_sets:
+        key = (split, *self._shard())
+        if key not in self._ranking_sets:
             d = self.data
             known = d.train if split == "valid" else np.concatenate([d.train, d.valid])
-            self._ranking_sets[split] = RankingBatches(known, getattr(d, split), d.n_users, self.eval_batch_size)
-        return DataLoader(self._ranking_sets[split], batch_size=None, shuffle=False, num_workers=self.num_workers)
+            self._ranking_sets[key] = RankingBatches(known, getattr(d, split), d.n_users, self.eval_batch_size,
+                                                     *key[1:])
+        batches = self._ranking_sets[key]
+        return DataLoader(batches, batch_size=None, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._ranking("valid")

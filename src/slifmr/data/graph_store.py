@@ -40,6 +40,7 @@ class GraphStore:
         self.epoch = 0
         self.item_graph: Tensor | None = None  # (I, I) COO from the self-loop callback
         self._feature_knn: list[Tensor] | None = None
+        self._frozen_knn: dict[tuple, Tensor] = {}  # frozen_item_graph's CPU COO, kept across set_item_graph
         self._cache: dict[tuple, object] = {}
 
     @property
@@ -94,6 +95,59 @@ class GraphStore:
             return SparseOperator(sym_normalize(adj), symmetric=self.item_graph is None).to(device)
 
         return self._cached(("A", str(device), self._pruned(prune)), build)
+
+    def pruned_interaction_adj(self, ratio: float, device: torch.device | str = "cpu",
+                               prune: bool = True) -> SparseOperator:
+        """A (Eq. 1, 7) degree-pruned (Eq. 6) at a model-owned ``ratio`` instead of ``prune_ratio``.
+
+        FREEDOM drops 80-90% of the interactions every epoch as part of the model, far more than
+        the dataset-level augmentation, so the ratio belongs to the model's config. Re-sampled per
+        epoch like :meth:`interaction_adj` (seeded by (seed, epoch)), re-normalised on the kept
+        edges. ``prune=False`` (evaluation) or ``ratio == 0``: the whole graph.
+        """
+        if not prune or ratio <= 0:
+            return self.interaction_adj(device, prune=False)
+
+        def build() -> SparseOperator:
+            u, i = self.train_users, self.train_items
+            keep = prune_edges(u, i + self.n_users, ratio, self._generator(3))
+            adj = bipartite_adjacency(u[keep], i[keep], self.n_users, self.n_items, item_item=self.item_graph)
+            return SparseOperator(sym_normalize(adj), symmetric=self.item_graph is None).to(device)
+
+        return self._cached(("A_ratio", str(device), float(ratio), True), build)
+
+    def frozen_item_graph(self, weights: dict[str, float], k: int | None = None, weighted: bool = False,
+                          device: torch.device | str = "cpu") -> SparseOperator:
+        """(I, I) ``sum_m w_m D^-1/2 S^m D^-1/2``: per-modality cosine kNN over the *raw* features,
+        each Laplacian-normalised, then mixed with fixed weights (FREEDOM's frozen item-item graph,
+        its ``mm_image_weight`` mix). Built once and never changed: neither pruning nor the
+        self-loop graph touches it. Modalities with weight 0 are skipped.
+
+        Args:
+            weights: modality -> weight; every key must be one of :attr:`modalities`.
+            k: neighbours per item (default: the store's ``knn_k``).
+            weighted: False (FREEDOM): every kNN edge is 1 before normalisation; True: cosine values.
+        """
+        unknown = sorted(set(weights) - set(self.modalities))
+        if unknown:
+            raise ValueError(f"frozen_item_graph: unknown modalities {unknown}; the dataset has {self.modalities}")
+        k = self.knn_k if k is None else int(k)
+        key = (tuple(sorted((m, float(w)) for m, w in weights.items())), k, bool(weighted))
+        if key not in self._frozen_knn:
+            idx, val = [torch.zeros(2, 0, dtype=torch.long)], [torch.zeros(0)]
+            for m, w in weights.items():
+                if w == 0:
+                    continue
+                g = knn_adjacency(self.features[m].float(), k, self.masks[m], self.knn_chunk, weighted=weighted)
+                g = laplacian_normalize(g)
+                idx.append(g.indices())
+                val.append(float(w) * g.values().float())
+            n = self.n_items
+            # coalescing sums the modalities' values on shared edges
+            self._frozen_knn[key] = torch.sparse_coo_tensor(torch.cat(idx, 1), torch.cat(val), (n, n),
+                                                            check_invariants=False).coalesce()
+        return self._cached(("S_frozen", str(device), key, False),
+                            lambda: SparseOperator(self._frozen_knn[key]).to(device))
 
     def feature_knn(self) -> list[Tensor]:
         """Per-modality kNN graphs over raw features, Laplacian-normalised (Eq. 2-4); frozen."""

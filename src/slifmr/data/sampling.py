@@ -1,15 +1,46 @@
 """Vectorised BPR batches and full-ranking evaluation batches.
 
 Each dataset item is a whole batch (use ``DataLoader(batch_size=None)``), so sampling is one
-tensor op per batch and no Python loop touches users or pairs. Under DDP, Lightning's
-DistributedSampler hands each rank a disjoint subset of batch indices: the sampler is sharded.
+tensor op per batch and no Python loop touches users or pairs.
+
+Under DDP the datasets shard themselves, and their loaders use :class:`EveryBatch` so Lightning
+does not add its DistributedSampler (which deals whole batches round-robin and pads the last
+round with repeats):
+
+- training: every rank walks the same global batches; rank r takes the r-th contiguous slice of
+  each one. ``batch_size`` is the global batch (the paper's 4096 whatever the number of GPUs) and
+  the gradient all-reduce of the slices' mean losses, scaled by ``grad_scale``, equals the
+  single-process gradient of the whole batch;
+- evaluation: rank r ranks the r-th contiguous share of the users, in chunks, and every rank
+  gets the same number of chunks (the last may be empty): no user is counted twice, none is
+  left out, and no rank waits on another inside the loop.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``[start, end)`` of rank's contiguous share of ``n`` rows; shares differ by at most one."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} not in [0, world_size={world_size})")
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + int(rank < extra)
+
+
+class EveryBatch(DistributedSampler):
+    """Every batch index of a self-sharding dataset, in order, on every rank.
+
+    A DistributedSampler (of one replica) only so that Lightning keeps it instead of injecting
+    its own, which would shard the batches a second time and repeat some to even out ranks.
+    """
+
+    def __init__(self, dataset: Dataset):
+        super().__init__(dataset, num_replicas=1, rank=0, shuffle=False, drop_last=False)
 
 
 class BPRBatches(Dataset):
@@ -20,12 +51,15 @@ class BPRBatches(Dataset):
     seeded by (seed, epoch, batch) so a batch is reproducible whichever rank or worker draws it.
     """
 
-    def __init__(self, train: np.ndarray, n_items: int, batch_size: int, seed: int):
+    def __init__(self, train: np.ndarray, n_items: int, batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1):
         self.users = torch.as_tensor(train[:, 0], dtype=torch.long)
         self.items = torch.as_tensor(train[:, 1], dtype=torch.long)
         self.n_items = n_items
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # global: split across ranks
         self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        shard_bounds(0, rank, world_size)  # validates rank
         self.epoch = 0
         self._perm: torch.Tensor | None = None
         self._perm_epoch = -1
@@ -34,7 +68,10 @@ class BPRBatches(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (len(self.users) + self.batch_size - 1) // self.batch_size
+        n_full, tail = divmod(len(self.users), self.batch_size)
+        # under DDP a tail shorter than the number of ranks would leave a rank without rows
+        # (a NaN mean loss): those < world_size pairs sit this epoch out (re-shuffled next one)
+        return n_full + int(tail >= max(1, self.world_size))
 
     def _permutation(self) -> torch.Tensor:
         if self._perm_epoch != self.epoch:
@@ -47,7 +84,19 @@ class BPRBatches(Dataset):
         idx = self._permutation()[b * self.batch_size : (b + 1) * self.batch_size]
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + b)
         neg = torch.randint(0, self.n_items, (len(idx),), generator=g)
-        return {"users": self.users[idx], "pos": self.items[idx], "neg": neg}
+        if self.world_size == 1:
+            return {"users": self.users[idx], "pos": self.items[idx], "neg": neg}
+        # the same global batch (permutation and negatives) on every rank; keep this rank's slice
+        start, end = shard_bounds(len(idx), self.rank, self.world_size)
+        idx, neg = idx[start:end], neg[start:end]
+        # DDP averages gradients over ranks: weighting each slice's mean loss by its share of the
+        # batch makes the average the whole batch's mean gradient, also for unequal slices
+        scale = torch.tensor(self.world_size * (end - start) / self.batch_rows(b))
+        return {"users": self.users[idx], "pos": self.items[idx], "neg": neg, "grad_scale": scale}
+
+    def batch_rows(self, b: int) -> int:
+        """Rows of global batch ``b`` (all ranks together)."""
+        return min(self.batch_size, len(self.users) - b * self.batch_size)
 
 
 def csr(pairs: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,16 +120,23 @@ class RankingBatches(Dataset):
     """Chunks of evaluation users with their known items (to mask) and ground truth.
 
     Only users with at least one ground-truth item are evaluated (SPEC evaluation protocol).
+    Under DDP (``world_size > 1``) this rank holds its contiguous share of those users; every
+    rank has the same number of chunks, the last ones possibly empty (zero users count nothing).
     """
 
-    def __init__(self, known: np.ndarray, truth: np.ndarray, n_users: int, batch_size: int):
+    def __init__(self, known: np.ndarray, truth: np.ndarray, n_users: int, batch_size: int,
+                 rank: int = 0, world_size: int = 1):
         self.known = csr(known, n_users)
         self.truth = csr(truth, n_users)
-        self.users = np.flatnonzero(np.diff(self.truth[0]) > 0)
+        all_users = np.flatnonzero(np.diff(self.truth[0]) > 0)
+        start, end = shard_bounds(len(all_users), rank, world_size)
+        self.users = all_users[start:end]
         self.batch_size = batch_size
+        largest_share = -(-len(all_users) // world_size)
+        self.n_batches = -(-largest_share // batch_size)
 
     def __len__(self) -> int:
-        return (len(self.users) + self.batch_size - 1) // self.batch_size
+        return self.n_batches
 
     def __getitem__(self, b: int) -> dict[str, torch.Tensor]:
         users = self.users[b * self.batch_size : (b + 1) * self.batch_size]

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 __all__ = ["rank_topk", "hits_from_topk", "RankingMetrics"]
 
@@ -137,7 +138,9 @@ class RankingMetrics(Metric):
 
     NAMES = ("recall", "ndcg", "precision")
 
-    def __init__(self, topk: Sequence[int] = (10, 20, 50), prefix: str = "", **kwargs) -> None:
+    def __init__(
+        self, topk: Sequence[int] = (10, 20, 50), prefix: str = "", collect_per_user: bool = False, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.topk = tuple(sorted({int(k) for k in topk}))
         if not self.topk or self.topk[0] < 1:
@@ -148,6 +151,12 @@ class RankingMetrics(Metric):
                 zero = torch.tensor(0.0, dtype=torch.float64)
                 self.add_state(f"{name}_{k}", default=zero, dist_reduce_fx="sum")
         self.add_state("n_users", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        # Optional per-user values (user ids + one float64 column per metric), gathered with
+        # "cat" under DDP: paired significance tests need them, the means do not.
+        self.collect_per_user = collect_per_user
+        if collect_per_user:
+            self.add_state("user_ids", default=[], dist_reduce_fx="cat")
+            self.add_state("user_values", default=[], dist_reduce_fx="cat")
 
     @staticmethod
     def per_user(
@@ -182,8 +191,11 @@ class RankingMetrics(Metric):
                 out[f"{name}@{k}"] = vals[name].masked_fill(undefined, float("nan"))
         return out
 
-    def update(self, hits: Tensor, n_relevant: Tensor) -> None:  # type: ignore[override]
-        """Accumulate a chunk: hits (B, >= max K) bool in rank order, n_relevant (B,)."""
+    def update(  # type: ignore[override]
+        self, hits: Tensor, n_relevant: Tensor, users: Tensor | None = None
+    ) -> None:
+        """Accumulate a chunk: hits (B, >= max K) bool in rank order, n_relevant (B,), and the
+        chunk's user ids (B,) when built with ``collect_per_user=True``."""
         valid = n_relevant > 0  # users without ground truth are not counted
         values = self.per_user(hits[valid], n_relevant[valid], self.topk)
         for k in self.topk:
@@ -191,6 +203,38 @@ class RankingMetrics(Metric):
                 state = f"{name}_{k}"
                 setattr(self, state, getattr(self, state) + values[f"{name}@{k}"].sum())
         self.n_users += valid.sum()
+        if self.collect_per_user:
+            if users is None:
+                raise ValueError("RankingMetrics(collect_per_user=True).update needs the chunk's user ids")
+            self.user_ids.append(users.to(hits.device)[valid].long())
+            self.user_values.append(torch.stack([values[key] for key in self.keys()], dim=1))
+
+    def keys(self) -> list[str]:
+        """Metric names without prefix, in state order: ``recall@K, ndcg@K, precision@K`` per K."""
+        return [f"{name}@{k}" for k in self.topk for name in self.NAMES]
+
+    def per_user_values(self) -> dict[str, Tensor]:
+        """Per-user values of everything updated so far (synced across ranks like ``compute``):
+        ``{"user": (N,) int64, "recall@20": (N,) float64, ...}``, one row per counted user,
+        sorted by user id (a user seen twice, e.g. from DDP padding, is kept once)."""
+        if not self.collect_per_user:
+            raise ValueError("per-user values are only collected with RankingMetrics(collect_per_user=True)")
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync,
+                               should_unsync=self._should_unsync):
+            if isinstance(self.user_ids, Tensor) or self.user_ids:
+                ids, vals = dim_zero_cat(self.user_ids), dim_zero_cat(self.user_values)
+            else:
+                ids = torch.empty(0, dtype=torch.long, device=self.n_users.device)
+                vals = torch.empty(0, len(self.keys()), dtype=torch.float64, device=self.n_users.device)
+            ids, vals = ids.clone(), vals.clone()
+        order = torch.argsort(ids, stable=True)
+        ids, vals = ids[order], vals[order]
+        first = torch.ones_like(ids, dtype=torch.bool)
+        first[1:] = ids[1:] != ids[:-1]
+        ids, vals = ids[first], vals[first]
+        out = {"user": ids}
+        out.update({key: vals[:, j] for j, key in enumerate(self.keys())})
+        return out
 
     def compute(self) -> dict[str, Tensor]:
         """Means over counted users (NaN if no user had ground truth)."""

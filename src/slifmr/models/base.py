@@ -34,7 +34,8 @@ class RecModel(pl.LightningModule):
         self.weight_decay = weight_decay
         self.topk = sorted(int(k) for k in topk)
         self.val_metrics = RankingMetrics(self.topk, prefix="val/")
-        self.test_metrics = RankingMetrics(self.topk, prefix="test/")
+        self.test_metrics = RankingMetrics(self.topk, prefix="test/", collect_per_user=True)
+        self.test_per_user: dict[str, Tensor] | None = None  # per-user test values, for paired tests
         self._eval_cache: tuple[Tensor, Tensor] | None = None
         self.graphs = None  # the DataModule's GraphStore, attached in setup()
 
@@ -73,9 +74,11 @@ class RecModel(pl.LightningModule):
         losses = self.loss(batch)
         bs = len(batch["users"])
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=False, on_epoch=True,
-                      batch_size=bs, prog_bar=False)
+                      batch_size=bs, prog_bar=False, sync_dist=True)  # epoch means over all ranks
         self.log("loss", losses["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=bs,
                  logger=False)
+        if "grad_scale" in batch:  # DDP: this rank's share of the global batch (data/sampling.py)
+            return losses["loss"] * batch["grad_scale"]
         return losses["loss"]
 
     @torch.no_grad()
@@ -85,7 +88,7 @@ class RecModel(pl.LightningModule):
         scores = self.score(batch["users"], self._eval_cache).float()  # (B, I)
         top = rank_topk(scores, batch["mask_rows"], batch["mask_cols"], self.topk[-1])
         hits, n_rel = hits_from_topk(top, batch["gt_rows"], batch["gt_cols"], self.n_items)
-        metrics.update(hits, n_rel)
+        metrics.update(hits, n_rel, batch["users"])
 
     def on_validation_epoch_start(self) -> None:
         self._eval_cache = None
@@ -94,7 +97,9 @@ class RecModel(pl.LightningModule):
         self._rank(batch, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=False)
+        # compute() already all-reduced the sums: every rank holds the same values, so Lightning's
+        # sync_dist mean changes nothing (and it stops warning under DDP)
+        self.log_dict(self.val_metrics.compute(), prog_bar=False, sync_dist=True)
         self.val_metrics.reset()
         self._eval_cache = None
 
@@ -105,7 +110,8 @@ class RecModel(pl.LightningModule):
         self._rank(batch, self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)  # see on_validation_epoch_end
+        self.test_per_user = {k: v.cpu() for k, v in self.test_metrics.per_user_values().items()}
         self.test_metrics.reset()
         self._eval_cache = None
 

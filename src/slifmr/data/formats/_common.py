@@ -180,17 +180,38 @@ def feature_files(directory: Path) -> dict[str, Path]:
 def load_features(
     files: dict[str, Path], n_items: int
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Load and validate feature matrices (row i = item i); missing files are DataErrors."""
+    """Load and validate feature matrices (row i = item i); missing files are DataErrors.
+
+    A ``<name>_mask.npy`` next to ``<name>_feat.npy`` is the explicit presence mask (written by
+    ``slifmr.prepare``); without one an all-zero row means "missing".
+    """
     features: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray] = {}
     for name, path in files.items():
         if not path.is_file():
             raise DataError(f"feature file for '{name}' is missing", path)
-        try:
-            feat = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataError(f"feature '{name}' is not a readable .npy matrix ({exc})", path) from exc
+        feat = _load_npy(path, f"feature '{name}'", "matrix")
         feat = check_features(name, feat, n_items, str(path))
         features[name] = feat
-        masks[name] = presence_mask(feat)
+        mask_path = path.with_name(f"{name}_mask.npy")
+        masks[name] = _load_mask(mask_path, name, n_items) if mask_path.is_file() else presence_mask(feat)
     return features, masks
+
+
+def _load_npy(path: Path, what: str, kind: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{what} is not a readable .npy {kind} ({exc})", path) from exc
+
+
+def _load_mask(path: Path, name: str, n_items: int) -> np.ndarray:
+    """A presence mask: one bool (or 0/1) per item."""
+    mask = _load_npy(path, f"presence mask of '{name}'", "array")
+    if mask.shape != (n_items,):
+        raise DataError(f"presence mask of '{name}' must have shape ({n_items},) (one per item), got {mask.shape}", path)
+    if mask.dtype != np.bool_:
+        bad = np.flatnonzero((mask != 0) & (mask != 1))
+        if len(bad):
+            raise DataError(f"presence mask of '{name}' must be boolean, got {mask[bad[0]]!r} at row {int(bad[0])}", path)
+    return mask.astype(bool)

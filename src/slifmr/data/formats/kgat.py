@@ -1,9 +1,11 @@
 """Reader for the KGAT / KGIN layout (Amazon-Book, Last-FM, Yelp2018 and our derived sets).
 
-Files (ids already dense and 0-based): ``train.txt`` / ``test.txt`` with one ``user item item
-...`` line per user, optional ``kg_final.txt`` (``head relation tail``, item ``i`` is entity
+Files (ids already dense and 0-based): ``train.txt`` / ``test.txt`` (and optionally
+``valid.txt``, written by ``slifmr.prepare``) with one ``user item item ...`` line per user,
+optional ``kg_final.txt`` (``head relation tail``, item ``i`` is entity
 ``i``), optional ``{user,item,entity,relation}_list.txt`` (``org_id remap_id ...`` with a
-header) and ``<name>_feat.npy`` feature matrices (row ``i`` = item ``i``).
+header) and ``<name>_feat.npy`` feature matrices (row ``i`` = item ``i``), each with an optional
+``<name>_mask.npy`` presence mask (without one, an all-zero row means "missing").
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slifmr.data.dataset import TEST, TRAIN, RawDataset
+from slifmr.data.dataset import TEST, TRAIN, VALID, RawDataset
 from slifmr.data.formats._common import (
     MAX_ID,
     check_ids,
@@ -34,8 +36,8 @@ def read_kgat(path: str | Path, name: str | None = None, features: list[str] | N
     ``features=None`` loads every ``*_feat.npy`` of the directory (name = part before
     ``_feat.npy``); a list loads exactly those, a missing one is an error. A (user, item) pair
     repeated within one file keeps its first occurrence (duplicates are dropped, as KGAT's
-    own loader does by building sets); a pair in both train.txt and test.txt is an error,
-    since it would leak test items into training.
+    own loader does by building sets); a pair in two of train.txt / valid.txt / test.txt is an
+    error, since it would leak held-out items into training.
     """
     directory = dataset_dir(path)
     user_list = _read_list(directory / "user_list.txt")
@@ -43,30 +45,31 @@ def read_kgat(path: str | Path, name: str | None = None, features: list[str] | N
     entity_list = _read_list(directory / "entity_list.txt")
     relation_list = _read_list(directory / "relation_list.txt")
 
-    tr_u, tr_i, tr_line, tr_max_user = _read_interactions(directory / "train.txt", user_list, item_list)
-    te_u, te_i, te_line, te_max_user = _read_interactions(directory / "test.txt", user_list, item_list)
+    # valid.txt is optional (KGAT has none; slifmr.prepare writes one when the source had a valid split)
+    names = ["train.txt", "valid.txt", "test.txt"] if (directory / "valid.txt").is_file() else ["train.txt", "test.txt"]
+    read = {f: _read_interactions(directory / f, user_list, item_list) for f in names}
     # a user line without items still makes that user exist
-    n_users = max(len(user_list) if user_list is not None else 0, tr_max_user + 1, te_max_user + 1)
+    n_users = max([len(user_list) if user_list is not None else 0] + [r[3] + 1 for r in read.values()])
     n_items = max(
-        len(item_list) if item_list is not None else 0,
-        int(tr_i.max(initial=-1)) + 1,
-        int(te_i.max(initial=-1)) + 1,
+        [len(item_list) if item_list is not None else 0] + [int(r[1].max(initial=-1)) + 1 for r in read.values()]
     )
-
-    tr_keep = first_occurrences(tr_u, tr_i, n_items)
-    te_keep = first_occurrences(te_u, te_i, n_items)
-    tr_u, tr_i, tr_line = tr_u[tr_keep], tr_i[tr_keep], tr_line[tr_keep]
-    te_u, te_i, te_line = te_u[te_keep], te_i[te_keep], te_line[te_keep]
-    _check_disjoint(directory, (tr_u, tr_i, tr_line), (te_u, te_i, te_line), n_items)
+    parts = {}
+    for f, (u, i, line, _) in read.items():
+        keep = first_occurrences(u, i, n_items)
+        parts[f] = (u[keep], i[keep], line[keep])
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            _check_disjoint(directory, names[a], parts[names[a]], names[b], parts[names[b]], n_items)
 
     kg, n_entities, relation_names = _read_kg(directory / "kg_final.txt", n_items, entity_list, relation_list)
 
     wanted = feature_files(directory) if features is None else {f: directory / f"{f}_feat.npy" for f in features}
     feats, masks = load_features(wanted, n_items)
 
-    users = np.concatenate([tr_u, te_u])
-    items = np.concatenate([tr_i, te_i])
-    split = np.concatenate([np.full(len(tr_u), TRAIN, np.int8), np.full(len(te_u), TEST, np.int8)])
+    label = {"train.txt": TRAIN, "valid.txt": VALID, "test.txt": TEST}
+    users = np.concatenate([parts[f][0] for f in names])
+    items = np.concatenate([parts[f][1] for f in names])
+    split = np.concatenate([np.full(len(parts[f][0]), label[f], np.int8) for f in names])
     return RawDataset(
         name=name or directory.name,
         users=users,
@@ -108,22 +111,24 @@ def _read_interactions(
 
 def _check_disjoint(
     directory: Path,
-    train: tuple[np.ndarray, np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray, np.ndarray],
+    first_name: str,
+    first: tuple[np.ndarray, np.ndarray, np.ndarray],
+    second_name: str,
+    second: tuple[np.ndarray, np.ndarray, np.ndarray],
     n_items: int,
 ) -> None:
-    """A pair in both splits would put test items into training: refuse it."""
-    tr_keys = train[0] * np.int64(n_items) + train[1]
-    te_keys = test[0] * np.int64(n_items) + test[1]
-    common, tr_idx, te_idx = np.intersect1d(tr_keys, te_keys, assume_unique=True, return_indices=True)
+    """A pair in two splits would put test (or valid) items into training: refuse it."""
+    a_keys = first[0] * np.int64(n_items) + first[1]
+    b_keys = second[0] * np.int64(n_items) + second[1]
+    common, a_idx, b_idx = np.intersect1d(a_keys, b_keys, assume_unique=True, return_indices=True)
     if len(common):
-        k = int(np.argmin(test[2][te_idx]))
-        u, i = int(test[0][te_idx[k]]), int(test[1][te_idx[k]])
+        k = int(np.argmin(second[2][b_idx]))
+        u, i = int(second[0][b_idx[k]]), int(second[1][b_idx[k]])
         raise DataError(
-            f"user {u} item {i} is in both train.txt (line {int(train[2][tr_idx[k]])}) and test.txt "
+            f"user {u} item {i} is in both {first_name} (line {int(first[2][a_idx[k]])}) and {second_name} "
             f"({len(common)} overlapping pair(s) in all)",
-            directory / "test.txt",
-            int(test[2][te_idx[k]]),
+            directory / second_name,
+            int(second[2][b_idx[k]]),
         )
 
 

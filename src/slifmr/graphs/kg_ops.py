@@ -1,0 +1,166 @@
+"""Graph views and sparse operators for the KG baselines (KGAT, KGIN, KGCL).
+
+Pure functions on tensors:
+
+* :func:`collaborative_kg` -- KGAT's collaborative knowledge graph: KG triples with inverses plus
+  the train interactions as two more relations, users as extra nodes.
+* :func:`head_index` / :func:`sample_kg_triples` -- head-uniform (h, r, t, t') batches for a
+  KG-embedding loss, vectorised (no Python loop over heads or triples).
+* :func:`relational_aggregate` -- KGIN's entity aggregation ``sum_e e_r ⊙ x_t`` (mean with
+  ``normalise``) as a custom autograd op that never keeps an |edges| x d tensor.
+
+Node conventions follow the rest of the package: item ``i`` is entity ``i``, other entities follow;
+in the collaborative KG user ``u`` is node ``n_entities + u``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from slifmr.graphs.kg import add_inverse
+
+
+def collaborative_kg(kg: Tensor, users: Tensor, items: Tensor, n_entities: int, n_users: int,
+                     n_relations: int) -> Tensor:
+    """KGAT's collaborative KG as (E, 3) ``(head, relation, tail)`` rows over ``n_entities + U`` nodes.
+
+    Relations: ``0..R-1`` the KG's, ``R..2R-1`` their inverses, ``2R`` = interact (user -> item),
+    ``2R+1`` = interacted-by (item -> user); ``2R + 2`` in all. Repeated rows are merged and the
+    result is sorted by (relation, head, tail), so each relation is one contiguous segment.
+
+    Args:
+        kg: (m, 3) int64 KG triples, relations in ``[0, n_relations)``.
+        users, items: (n,) int64 train interactions.
+        n_entities: entities (items included); user ``u`` becomes node ``n_entities + u``.
+        n_users: U.
+        n_relations: R, the KG's relation count (without inverses).
+    """
+    kg = kg.reshape(-1, 3).long()
+    u = users.reshape(-1).long() + n_entities
+    i = items.reshape(-1).long()
+    interact = torch.full_like(u, 2 * n_relations)
+    ui = torch.stack([u, interact, i], 1)
+    iu = torch.stack([i, interact + 1, u], 1)
+    triples = torch.cat([add_inverse(kg, n_relations), ui, iu])
+    n_nodes = n_entities + n_users
+    key = (triples[:, 1] * n_nodes + triples[:, 0]) * n_nodes + triples[:, 2]
+    ukey = torch.unique(key)  # sorted: (relation, head, tail)
+    tail = ukey % n_nodes
+    head = (ukey // n_nodes) % n_nodes
+    rel = ukey // (n_nodes * n_nodes)
+    return torch.stack([head, rel, tail], 1)
+
+
+def relation_ptr(relations: Tensor, n_relations: int) -> Tensor:
+    """(R+1,) CSR offsets of each relation's segment in a relation-sorted edge list."""
+    ptr = torch.zeros(n_relations + 1, dtype=torch.long)
+    ptr[1:] = torch.cumsum(torch.bincount(relations.cpu(), minlength=n_relations), 0)
+    return ptr
+
+
+def head_index(heads: Tensor, n_nodes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(order, ptr, present): ``order`` sorts the edges by head (stable), ``ptr`` (n_nodes + 1,) are
+    the CSR offsets of each head's edges in that order, ``present`` the heads with >= 1 edge."""
+    heads = heads.reshape(-1).long()
+    order = torch.argsort(heads, stable=True)
+    counts = torch.bincount(heads, minlength=n_nodes)
+    ptr = torch.zeros(n_nodes + 1, dtype=torch.long, device=heads.device)
+    ptr[1:] = torch.cumsum(counts, 0)
+    return order, ptr, torch.nonzero(counts, as_tuple=True)[0]
+
+
+def sample_kg_triples(triples: Tensor, order: Tensor, ptr: Tensor, present: Tensor, batch_size: int,
+                      tail_ranges: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A KGAT-style KG batch: heads uniform over the heads that have edges, one uniform edge of each,
+    one corrupted tail drawn uniformly from the positive tail's node range (entities or users).
+
+    Negatives are drawn without rejection (a false negative needs the corrupted tail to be one of
+    the head's few true tails: rare, and the official code's rejection loop is per triple).
+
+    Args:
+        triples: (E, 3) ``(head, relation, tail)``.
+        order, ptr, present: :func:`head_index` of ``triples[:, 0]``.
+        batch_size: triples per batch (sampled with replacement).
+        tail_ranges: (K+1,) sorted node-range boundaries, e.g. ``[0, n_entities, n_nodes]``: the
+            negative tail lies in the same range as the positive one.
+        generator: a CPU generator (seeded by the caller, e.g. by (seed, epoch, step)).
+
+    Returns:
+        (h, r, t, t_neg), each (batch_size,) int64 on ``triples``' device.
+    """
+    dev = triples.device
+    pick = torch.randint(0, present.numel(), (batch_size,), generator=generator).to(dev)
+    h = present[pick]
+    start, deg = ptr[h], ptr[h + 1] - ptr[h]
+    offset = (torch.rand(batch_size, generator=generator).to(dev) * deg).long().clamp_max(deg - 1)
+    e = order[start + offset]
+    r, t = triples[e, 1], triples[e, 2]
+    ranges = tail_ranges.to(dev)
+    seg = torch.searchsorted(ranges, t, right=True) - 1  # range of the positive tail
+    lo, hi = ranges[seg], ranges[seg + 1]
+    t_neg = lo + (torch.rand(batch_size, generator=generator).to(dev) * (hi - lo)).long().clamp_max(hi - lo - 1)
+    return h, r, t, t_neg
+
+
+class _RelationalAggregate(torch.autograd.Function):
+    """``out[h] = sum_e w_e * rel[r_e] ⊙ x[t_e]``, chunked over edges in both passes."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, rel: Tensor, heads: Tensor, tails: Tensor, rels: Tensor, scale: Tensor,
+                n_out: int, chunk: int) -> Tensor:
+        x, rel = x.detach(), rel.detach()
+        out = x.new_zeros(n_out, x.shape[1])
+        for a in range(0, heads.numel(), chunk):
+            h, t, r = heads[a : a + chunk], tails[a : a + chunk], rels[a : a + chunk]
+            msg = x.index_select(0, t).mul_(rel.index_select(0, r))  # (c, d)
+            out.index_add_(0, h, msg.mul_(scale[a : a + chunk].unsqueeze(1)))
+        ctx.save_for_backward(x, rel, heads, tails, rels, scale)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, rel, heads, tails, rels, scale = ctx.saved_tensors
+        need_x, need_rel = ctx.needs_input_grad[:2]
+        grad_x = torch.zeros_like(x) if need_x else None
+        grad_rel = torch.zeros_like(rel) if need_rel else None
+        grad = grad.contiguous()
+        for a in range(0, heads.numel(), ctx.chunk):
+            h, t, r = heads[a : a + ctx.chunk], tails[a : a + ctx.chunk], rels[a : a + ctx.chunk]
+            g = grad.index_select(0, h).mul_(scale[a : a + ctx.chunk].unsqueeze(1))  # (c, d)
+            if need_x:
+                grad_x.index_add_(0, t, g * rel.index_select(0, r))
+            if need_rel:
+                grad_rel.index_add_(0, r, g * x.index_select(0, t))
+        return grad_x, grad_rel, None, None, None, None, None, None
+
+
+def relational_aggregate(heads: Tensor, tails: Tensor, rels: Tensor, x: Tensor, rel_emb: Tensor, n_out: int,
+                         normalise: bool = True, chunk: int = 1 << 16) -> Tensor:
+    """KGIN's relational path-aware aggregation: ``out[h] = mean_{(h,r,t)} e_r ⊙ x_t`` (Eq. 7).
+
+    Gradients flow to ``x`` and ``rel_emb``; forward and backward run over chunks of ``chunk`` edges,
+    so memory is O(chunk x d) beyond the inputs (an autograd graph of gathers would keep two
+    |edges| x d tensors per hop: ~0.7 GB per hop at Amazon-Book scale).
+
+    Args:
+        heads, tails, rels: (E,) int64 edges; heads in ``[0, n_out)``, tails rows of ``x``,
+            rels rows of ``rel_emb``.
+        x: (N, d) entity representations; rel_emb: (R, d) relation embeddings.
+        n_out: output rows. ``normalise``: divide by each head's edge count (heads without edges
+            get zeros), else the plain sum.
+
+    Returns:
+        (n_out, d).
+    """
+    heads, tails, rels = heads.reshape(-1).long(), tails.reshape(-1).long(), rels.reshape(-1).long()
+    if not (heads.numel() == tails.numel() == rels.numel()):
+        raise ValueError(f"heads/tails/rels differ in length: {(heads.numel(), tails.numel(), rels.numel())}")
+    if normalise:
+        deg = torch.bincount(heads, minlength=n_out).clamp_min(1).to(x.dtype)
+        scale = deg.reciprocal().index_select(0, heads)
+    else:
+        scale = torch.ones(heads.numel(), dtype=x.dtype, device=x.device)
+    return _RelationalAggregate.apply(x, rel_emb, heads, tails, rels, scale, n_out, chunk)

@@ -1,0 +1,96 @@
+"""``python -m slifmr.report <run or multirun dir ...> [--out DIR] [--metrics ...]``.
+
+Collects every result record under the given directories and writes, into ``--out``:
+``results.csv`` / ``results.md`` (mean ± std over seeds, %Imp of ours over the best
+baseline, paired p-values), ``comparisons.csv``, ``interval.csv`` / ``interval.md`` for a
+self-loop interval sweep, and the PNG plots that apply (or the one ``--plot`` asks for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from slifmr.report.aggregate import aggregate, find_row, metric_label
+from slifmr.report.plots import INTERVAL_KEY, KINDS, detect_studies, interval_rows, make_plots
+from slifmr.report.records import ReportError, load_records
+from slifmr.report.significance import compare_rows
+from slifmr.report.tables import comparisons_csv, fmt_cell, results_csv, results_markdown, write_text
+
+DEFAULT_METRICS = ["recall@20", "ndcg@20"]
+
+
+def _interval_tables(rows: list[dict[str, Any]], metrics: list[str]) -> tuple[str, str]:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    keys = list(rows[0])
+    w.writerow(keys)
+    for r in rows:
+        w.writerow(["" if isinstance(r[k], float) and math.isnan(r[k]) else r[k] for k in keys])
+    md = ["| dataset (variant) | interval | n | " + " | ".join(metric_label(m) for m in metrics) + " | training time (s) | epochs |",
+          "|---|---|---|" + "---|" * len(metrics) + "---|---|"]
+    for r in rows:
+        cells = [fmt_cell(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
+        md.append(f"| {r['line']} | {r['interval']} | {r['n']} | " + " | ".join(cells)
+                  + f" | {fmt_cell(r['fit_s_mean'], r['fit_s_std'], 1)} | {r['epochs_mean']:g} |")
+    return buf.getvalue(), "\n".join(md) + "\n"
+
+
+def report(paths: list[str | Path], out: str | Path, metrics: list[str] | None = None, ours: str = "slifmr",
+           baseline: str | None = None, test: str = "auto", plot: str | None = None,
+           x: str | None = None) -> dict[str, Any]:
+    """Write the report of the records under ``paths`` into ``out``; returns what it wrote
+    ({"table", "comparisons", "files", "markdown"})."""
+    metrics = list(metrics or DEFAULT_METRICS)
+    records = load_records(paths)
+    out = Path(out)
+    table = aggregate(records, metrics, ours=ours)
+    base_row = find_row(table, baseline) if baseline else None
+    comps = table.comparisons(base_row)
+    for c in comps:
+        ours_recs = table.get(c.ours, c.dataset, c.metric).records
+        base_recs = table.get(c.baseline, c.dataset, c.metric).records
+        c.test, c.p_value, c.n_users = compare_rows(ours_recs, base_recs, c.metric, test)
+    md = results_markdown(table, comps, len(records))
+    files = [write_text(out / "results.csv", results_csv(table)), write_text(out / "results.md", md)]
+    if comps:
+        files.append(write_text(out / "comparisons.csv", comparisons_csv(comps)))
+    studies = [(plot, x)] if plot and plot != "none" else ([] if plot == "none" else detect_studies(records))
+    if any(k == "interval" for k, _ in studies):
+        csv_text, md_text = _interval_tables(interval_rows(records, metrics), metrics)
+        files += [write_text(out / "interval.csv", csv_text), write_text(out / "interval.md", md_text)]
+    if plot != "none":
+        files += make_plots(records, metrics, out, kind=plot, x=x)
+    return {"table": table, "comparisons": comps, "files": files, "markdown": md, "records": records}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m slifmr.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="+", help="run or multirun directories (searched recursively for record.json)")
+    ap.add_argument("--out", help="output directory (default: <dir>/report for one dir, else ./report)")
+    ap.add_argument("--metrics", nargs="+", default=DEFAULT_METRICS, help="test metrics, e.g. recall@20 ndcg@20")
+    ap.add_argument("--ours", default="slifmr", help="the model whose %%Imp is reported (default: slifmr)")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--baseline-best", action="store_true",
+                       help="compare ours with the best baseline of each dataset and metric (default)")
+    group.add_argument("--baseline", help="compare ours with this row instead (label or model name)")
+    ap.add_argument("--test", choices=["auto", "wilcoxon", "ttest"], default="auto",
+                    help="paired test over per-user values (auto: Wilcoxon with scipy, else t-test)")
+    ap.add_argument("--plot", choices=[*KINDS, "none"], help="force one plot (default: detected from the sweep)")
+    ap.add_argument("--x", help=f"the swept key for --plot sensitivity (e.g. model.L); interval uses {INTERVAL_KEY}")
+    args = ap.parse_args(argv)
+    out = args.out or (Path(args.paths[0]) / "report" if len(args.paths) == 1 else Path("report"))
+    try:
+        res = report(args.paths, out, args.metrics, args.ours, args.baseline, args.test, args.plot, args.x)
+    except ReportError as e:
+        print(f"slifmr.report: error: {e}", file=sys.stderr)
+        return 2
+    print(res["markdown"])
+    print("wrote:\n" + "\n".join(f"  {p}" for p in res["files"]))
+    return 0

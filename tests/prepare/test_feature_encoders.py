@@ -1,0 +1,126 @@
+"""Feature encoders on tiny randomly initialised models saved to disk: shapes, masks, errors.
+
+No Hub access here: the models are built from configs (``BertConfig``/``ResNetConfig``),
+saved with ``save_pretrained`` and loaded back by path, as a user's local model would be.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+from prep_helpers import kgat_source
+
+transformers = pytest.importorskip("transformers", reason="feature encoders need the 'features' extra (transformers)")
+PIL = pytest.importorskip("PIL", reason="image encoder needs pillow")
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from slifmr.features import FeatureModelError  # noqa: E402
+from slifmr.features.image import ImageEncoderConfig, encode_images  # noqa: E402
+from slifmr.features.text import TextEncoderConfig, encode_texts  # noqa: E402
+from slifmr.prepare.cli import main  # noqa: E402
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "red", "blue", "book", "film", "of", "night"]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("bert")
+    (d / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    if "vocab_file" in inspect.signature(transformers.BertTokenizer.__init__).parameters:  # transformers 4
+        tok = transformers.BertTokenizer(vocab_file=str(d / "vocab.txt"))
+    else:  # transformers 5
+        tok = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(VOCAB)})
+    tok.save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=37, max_position_embeddings=64)
+    transformers.BertModel(cfg).save_pretrained(d)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def tiny_resnet(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("resnet")
+    torch.manual_seed(0)
+    cfg = transformers.ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                    layer_type="basic")
+    transformers.ResNetModel(cfg).save_pretrained(d)
+    return str(d)
+
+
+def test_text_shapes_masks_and_mean_pooling(tiny_bert):
+    texts = ["the red book", None, "a blue film of the night", "   ", "red"]
+    enc = encode_texts(texts, TextEncoderConfig(model=tiny_bert, batch_size=2, device="cpu"), show_progress=False)
+    assert enc.matrix.shape == (5, 32) and enc.matrix.dtype == np.float32
+    assert enc.mask.tolist() == [True, False, True, False, True]
+    assert enc.missing == {"no text": 2} and not enc.matrix[[1, 3]].any()
+    # batching and length sorting do not change a row: same as encoding it alone, by hand
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_bert)
+    model = transformers.AutoModel.from_pretrained(tiny_bert).eval()
+    with torch.no_grad():
+        ids = tok(["a blue film of the night"], return_tensors="pt")
+        want = model(**ids).last_hidden_state.mean(1)[0].numpy()
+    np.testing.assert_allclose(enc.matrix[2], want, rtol=1e-4, atol=1e-5)
+    cls = encode_texts(texts, TextEncoderConfig(model=tiny_bert, pooling="cls", normalize=True), show_progress=False)
+    np.testing.assert_allclose(np.linalg.norm(cls.matrix[cls.mask], axis=1), 1.0, rtol=1e-5)
+
+
+def test_image_shapes_masks_and_counts(tiny_resnet, tmp_path):
+    rng = np.random.default_rng(0)
+    for name, ext in (("i1", "jpg"), ("i2", "PNG"), ("i4", "png")):
+        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(tmp_path / f"{name}.{ext}",
+                                                                                 format="PNG" if ext != "jpg" else "JPEG")
+    (tmp_path / "i3.jpg").write_bytes(b"not an image")
+    cfg = ImageEncoderConfig(model=tiny_resnet, batch_size=2, device="cpu", size=32)
+    enc = encode_images(["i1", "i2", "i3", "i4", "i5"], tmp_path, cfg, show_progress=False)
+    assert enc.matrix.shape == (5, 16) and enc.matrix.dtype == np.float32
+    assert enc.mask.tolist() == [True, True, False, True, False]
+    assert enc.missing == {"no image file": 1, "unreadable image": 1}
+    assert np.abs(enc.matrix[[0, 1, 3]]).sum(axis=1).min() > 0 and not enc.matrix[[2, 4]].any()
+
+
+def test_unloadable_model_names_it_and_the_offline_hint(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = str(tmp_path / "no-such-model")
+    with pytest.raises(FeatureModelError) as info:
+        encode_texts(["a"], TextEncoderConfig(model=missing), show_progress=False)
+    assert f"could not load text model '{missing}'" in str(info.value) and "HF_HUB_OFFLINE" in str(info.value)
+    with pytest.raises(FeatureModelError, match="image model 'org/definitely-not-here'.*HF_HUB_OFFLINE"):
+        encode_images(["i"], _one_image(tmp_path), ImageEncoderConfig(model="org/definitely-not-here"),
+                      show_progress=False)
+
+
+def _one_image(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    Image.new("RGB", (8, 8)).save(d / "i.png")
+    return d
+
+
+def test_prepare_with_encoders_through_the_cli(tiny_bert, tiny_resnet, tmp_path, capsys):
+    src = kgat_source(tmp_path)
+    (tmp_path / "meta.tsv").write_text("item_id\ttitle\tcategories\nbizA\tthe red book\tfilm\nbizB\t\t\n9x\ta night\t\n")
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for name in ("bizA", "bizD"):
+        Image.new("RGB", (20, 20), (200, 10, 10)).save(imgs / f"{name}.png")
+    out = tmp_path / "out"
+    code = main(["kgat", str(src), str(out), "--quiet", "--item-meta", str(tmp_path / "meta.tsv"),
+                 "--text-columns", "title,categories", "--text-model", tiny_bert, "--image-dir", str(imgs),
+                 "--image-model", tiny_resnet, "--image-size", "32", "--image-name", "photo", "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    text_mask, photo_mask = np.load(out / "text_mask.npy"), np.load(out / "photo_mask.npy")
+    assert text_mask.tolist() == [True, False, True, False] and photo_mask.tolist() == [True, False, False, True]
+    assert np.load(out / "text_feat.npy").shape == (4, 32) and np.load(out / "photo_feat.npy").shape == (4, 16)
+    assert "# text (32-d)" in printed and "2 of 4 items (50.0%); missing: no text 2" in printed
+    assert "# photo (16-d)" in printed and "missing: no image file 2" in printed
+    import json
+
+    m = json.loads((out / "dataset.json").read_text())
+    assert m["settings"]["features"]["text"]["model"] == tiny_bert
+    assert m["settings"]["features"]["photo"]["image_files"]["files"] == 2
+    assert m["features"]["image"]["coverage"] == 3  # the source's own feature is kept alongside

@@ -1,0 +1,152 @@
+"""slifmr.report on synthetic records with known per-user values: mean ± std, %Imp, p-values,
+files written; plots detected from the sweep; errors that name the directory."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from slifmr.report import ReportError, load_records
+from slifmr.report.cli import main, report
+from slifmr.report.significance import betainc, paired_t_test
+from synthetic_records import make_record
+
+N_USERS = 30
+
+
+def _values(rng: np.random.Generator, level: float) -> dict[str, np.ndarray]:
+    r = np.clip(level + 0.1 * rng.standard_normal(N_USERS), 0, 1)
+    return {"recall@20": r, "ndcg@20": r * 0.6}
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """mf (weak), lightgcn (best baseline), slifmr; two seeds each, one dataset."""
+    rng = np.random.default_rng(0)
+    per_user = {}
+    for model, level in (("mf", 0.20), ("lightgcn", 0.30), ("slifmr", 0.33)):
+        for seed in (1, 2):
+            per_user[(model, seed)] = _values(rng, level)
+            make_record(tmp_path / "runs", model, seed, per_user[(model, seed)])
+    return tmp_path, per_user
+
+
+def _png_ok(path) -> None:
+    import matplotlib.image as mpimg
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    img = mpimg.imread(path)
+    assert img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_table_mean_std_imp_and_p(toy):
+    tmp, pu = toy
+    res = report([tmp / "runs"], tmp / "out", metrics=["recall@20", "ndcg@20"], plot="none")
+    rows = {r["model"]: r for r in csv.DictReader(open(tmp / "out" / "results.csv"))}
+    for model in ("mf", "lightgcn", "slifmr"):
+        for m in ("recall@20", "ndcg@20"):
+            vals = [float(np.mean(pu[(model, s)][m])) for s in (1, 2)]
+            assert float(rows[model][f"toy/{m}/mean"]) == pytest.approx(statistics.mean(vals), abs=1e-12)
+            assert float(rows[model][f"toy/{m}/std"]) == pytest.approx(statistics.stdev(vals), abs=1e-12)
+            assert rows[model][f"toy/{m}/n"] == "2"
+    comps = {c.metric: c for c in res["comparisons"]}
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for m in ("recall@20", "ndcg@20"):
+        c = comps[m]
+        ours = statistics.mean(float(np.mean(pu[("slifmr", s)][m])) for s in (1, 2))
+        base = statistics.mean(float(np.mean(pu[("lightgcn", s)][m])) for s in (1, 2))
+        assert c.baseline.model == "lightgcn"  # the best baseline, not mf
+        assert c.imp_pct == pytest.approx((ours - base) / base * 100, rel=1e-12)
+        pooled_s = (pu[("slifmr", 1)][m] + pu[("slifmr", 2)][m]) / 2  # per-user mean over seeds
+        pooled_l = (pu[("lightgcn", 1)][m] + pu[("lightgcn", 2)][m]) / 2
+        expected = scipy_stats.wilcoxon(pooled_s, pooled_l).pvalue
+        assert c.test == "Wilcoxon signed-rank" and c.n_users == N_USERS
+        assert c.p_value == pytest.approx(expected, rel=1e-12)
+    md = (tmp / "out" / "results.md").read_text()
+    assert "%Imp" in md and f"{comps['recall@20'].imp_pct:+.2f}%" in md and "Wilcoxon" in md
+    assert (tmp / "out" / "comparisons.csv").exists()
+
+
+def test_direct_t_test_matches_scipy(toy):
+    tmp, pu = toy
+    scipy_stats = pytest.importorskip("scipy.stats")
+    special = pytest.importorskip("scipy.special")
+    res = report([tmp / "runs"], tmp / "out", metrics=["recall@20"], test="ttest", plot="none")
+    c = res["comparisons"][0]
+    a = (pu[("slifmr", 1)]["recall@20"] + pu[("slifmr", 2)]["recall@20"]) / 2
+    b = (pu[("lightgcn", 1)]["recall@20"] + pu[("lightgcn", 2)]["recall@20"]) / 2
+    assert c.test == "paired t-test"
+    assert c.p_value == pytest.approx(scipy_stats.ttest_rel(a, b).pvalue, rel=1e-9)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        x, y = rng.standard_normal(12), rng.standard_normal(12) + 0.3
+        assert paired_t_test(x, y)[1] == pytest.approx(scipy_stats.ttest_rel(x, y).pvalue, rel=1e-9)
+    for a_, b_, x_ in ((0.5, 0.5, 0.3), (7.5, 0.5, 0.9), (120.0, 0.5, 0.99), (2.0, 3.0, 0.7)):
+        assert betainc(a_, b_, x_) == pytest.approx(special.betainc(a_, b_, x_), rel=1e-10)
+
+
+def test_without_scipy_the_t_test_is_used(toy, monkeypatch):
+    import slifmr.report.significance as sig
+
+    tmp, _ = toy
+    monkeypatch.setattr(sig, "have_scipy", lambda: False)
+    res = report([tmp / "runs"], tmp / "out", metrics=["recall@20"], plot="none")
+    assert res["comparisons"][0].test == "paired t-test" and "paired t-test" in res["markdown"]
+
+
+def test_sensitivity_plot_and_cli(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    for L in (1, 2, 3):
+        for seed in (1, 2):
+            for ds in ("toy", "toy2"):
+                make_record(tmp_path / "runs", "slifmr", seed, _values(rng, 0.2 + 0.02 * L), dataset=ds,
+                            extra=[f"model.L={L}"])
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    _png_ok(tmp_path / "out" / "sensitivity_model.L.png")
+    out = capsys.readouterr().out
+    assert "SLIF-MR (model.L=1)" in out and "No %Imp" in out
+
+
+def test_robustness_and_interval_plots(tmp_path):
+    rng = np.random.default_rng(3)
+    for model in ("lightgcn", "slifmr"):
+        for kind in ("interaction", "kg"):
+            for ratio in (0.0, 0.1, 0.2):
+                for seed in (1, 2):
+                    make_record(tmp_path / "noise", model, seed, _values(rng, 0.3 - ratio / 2),
+                                extra=[f"noise.{kind}={ratio}"])
+    for interval in (1, 5, 10):
+        for seed in (1, 2):
+            make_record(tmp_path / "interval", "slifmr", seed, _values(rng, 0.3 - interval / 100),
+                        extra=[f"self_loop.interval={interval}"], time_fit=100.0 / interval + seed)
+    res = report([tmp_path / "noise"], tmp_path / "out_noise")
+    assert [p.name for p in res["files"] if p.suffix == ".png"] == ["robustness.png"]
+    _png_ok(tmp_path / "out_noise" / "robustness.png")
+    res = report([tmp_path / "interval"], tmp_path / "out_interval")
+    _png_ok(tmp_path / "out_interval" / "interval_tradeoff.png")
+    rows = list(csv.DictReader(open(tmp_path / "out_interval" / "interval.csv")))
+    assert [int(r["interval"]) for r in rows] == [1, 5, 10]
+    assert float(rows[1]["fit_s_mean"]) == pytest.approx(20.0 + 1.5)
+
+
+def test_no_records_names_the_directory(tmp_path, capsys):
+    empty = tmp_path / "nothing_here"
+    empty.mkdir()
+    with pytest.raises(ReportError, match="nothing_here"):
+        load_records([empty])
+    assert main([str(empty)]) == 2
+    assert "no result records" in capsys.readouterr().err
+    assert math.isnan(paired_t_test(np.ones(1), np.zeros(1))[1])
+
+
+def test_a_seed_counted_twice_is_flagged(toy):
+    tmp, pu = toy
+    assert "Warning" not in report([tmp / "runs"], tmp / "out", plot="none")["markdown"]
+    make_record(tmp / "copy", "mf", 1, pu[("mf", 1)])  # the same job again, elsewhere
+    md = report([tmp / "runs", tmp / "copy"], tmp / "out2", plot="none")["markdown"]
+    assert "Warning" in md and "MF-BPR on toy: seeds [1, 1, 2]" in md

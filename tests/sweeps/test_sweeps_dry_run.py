@@ -1,0 +1,112 @@
+"""Every study in sweeps/ composes for every job, and a dry run lists exactly its grid.
+
+The dry runs go through the real entry point (`python -m slifmr.train -m +sweep=<name>
+dry_run=true`, in-process with Hydra's basic launcher), so a misspelt key, a missing config or
+a wrong grid fails here, not hours into a cluster run. Hydra composes each job in about 0.2 s,
+so the per-study test pins `seed=1` (every distinct setting is still composed, the count is the
+product of the other axes) and one study runs its full grid, seeds included.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from slifmr import sweeps
+
+# Job counts of the paper's studies (docs/studies.md): a change here is a change of the study.
+EXPECTED = {
+    "table2": 60, "table3": 18, "table4": 15, "fig5": 12,
+    "fig6_layers": 15, "fig6_beta": 15, "fig6_gamma": 15, "fig6_topn": 15,
+    "fig7_interaction": 60, "fig7_kg": 60, "fig7_modality": 60,
+}
+MODEL_DIR = resources.files("slifmr.conf").joinpath("model")
+
+
+def _present(models: list[str]) -> list[str]:
+    """Models whose config exists (baselines still being written are left out, not failed)."""
+    return [m for m in models if MODEL_DIR.joinpath(f"{m}.yaml").is_file()]
+
+
+def _dry_run(monkeypatch, capsys, tmp_path: Path, overrides: list[str]) -> list[str]:
+    """Run `slifmr.train -m ... dry_run=true` in this process; the `[dry-run]` lines it printed."""
+    from slifmr.train import main
+
+    GlobalHydra.instance().clear()
+    argv = ["slifmr.train", "-m", *overrides, "dry_run=true", f"paths.log_dir={tmp_path}",
+            "hydra.output_subdir=null"]
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        main()
+    finally:
+        GlobalHydra.instance().clear()
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("[dry-run]")]
+
+
+def test_every_study_is_listed():
+    assert set(sweeps.sweep_names()) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_dry_run_lists_the_grid(monkeypatch, capsys, tmp_path, name):
+    grid = sweeps.grid(name)
+    assert sweeps.job_count(name) == EXPECTED[name] == math.prod(len(v) for v in grid.values())
+    overrides = [f"+sweep={name}", "seed=1"]
+    expected = EXPECTED[name] // len(grid["seed"])
+    if "model" in grid:
+        present = _present(grid["model"])
+        if len(present) < len(grid["model"]):  # only while other baselines are being written
+            overrides.append("model=" + ",".join(present))
+            expected = expected // len(grid["model"]) * len(present)
+    lines = _dry_run(monkeypatch, capsys, tmp_path, overrides)
+    assert len(lines) == expected
+    # one directory per job, named by its overrides, under sweeps/<name>/<dataset>/
+    dirs = [line.rsplit(" | ", 1)[1] for line in lines]
+    assert len(set(dirs)) == expected
+    pattern = re.compile(re.escape(str(tmp_path / "sweeps" / name)) + r"/[\w.-]+/[^/]*seed=[123][^/]*")
+    assert all(pattern.fullmatch(d) for d in dirs), dirs[:3]
+    assert all(f"sweep={name} " in line for line in lines)
+    for key, values in grid.items():  # every value of every axis reaches some job
+        if key == "seed":
+            values = ["1"]
+        if key == "model" and len(_present(values)) < len(values):
+            values = _present(values)
+        for v in values:
+            assert any(f"{key}={v}" in line for line in lines), f"{key}={v} missing"
+
+
+def test_sweep_values_reach_the_job_config(tmp_path):
+    """The ablation group and the swept keys land where the model and callbacks read them."""
+    from hydra_compose import make_cfg
+
+    cfg = make_cfg(tmp_path, ["+sweep=table3", "ablation=wo_kg_mm"])
+    assert cfg.sweep_name == "table3" and not cfg.model.use_kg and not cfg.model.use_mm
+    assert cfg.model._target_.endswith("SLIFMR")
+    cfg = make_cfg(tmp_path, ["+sweep=table3", "ablation=wo_sge"])
+    assert cfg.callbacks.self_loop.enabled is False and cfg.model.use_kg
+    cfg = make_cfg(tmp_path, ["+sweep=table3", "ablation=wo_cl"])
+    assert cfg.model.consistency.enabled is False
+    cfg = make_cfg(tmp_path, ["+sweep=fig6_topn", "self_loop.top_n=25"])
+    assert cfg.callbacks.self_loop.top_n == 25
+
+
+def test_command_line_narrows_an_axis(monkeypatch, capsys, tmp_path):
+    """`dataset=...`/`seed=...` on the command line replace that axis of the study."""
+    lines = _dry_run(monkeypatch, capsys, tmp_path, ["+sweep=table3", "seed=7", "dataset=ml-100k-kg-tiny"])
+    assert len(lines) == 6
+    assert all("seed=7" in line and "dataset=ml-100k-kg-tiny" in line for line in lines)
+    assert all("/sweeps/table3/ml-100k-kg-tiny/ablation=" in line for line in lines)
+
+
+def test_full_grid_with_seeds(monkeypatch, capsys, tmp_path):
+    """One study unnarrowed: 6 variants x 3 seeds, each (variant, seed) exactly once."""
+    lines = _dry_run(monkeypatch, capsys, tmp_path, ["+sweep=table3"])
+    assert len(lines) == EXPECTED["table3"] == 18
+    jobs = {re.search(r"ablation=(\w+),seed=(\d)$", line).groups() for line in lines}
+    assert len(jobs) == 18
