@@ -149,7 +149,7 @@ class RecDataModule(pl.LightningDataModule):
     def _shard(self) -> tuple[int, int]:
         """(rank, world size) of this process: the datasets shard themselves (data/sampling.py)."""
         t = self.trainer
-        return (0, 1)  # MUTATION
+        return (0, 1) if t is None else (int(t.global_rank), int(t.world_size))
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._shard()
@@ -158,7 +158,8 @@ class RecDataModule(pl.LightningDataModule):
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         self._train.set_epoch(epoch)
         self.graphs.set_epoch(epoch)
-        return DataLoader(self._train, batch_size=None, sampler=EveryBatch(self._train), num_workers=self.num_workers)
+        sampler = EveryBatch(self._train)  # not Lightning's: the dataset shards itself
+        return DataLoader(self._train, batch_size=None, sampler=sampler, num_workers=self.num_workers)
 
     def _ranking(self, split: str) -> DataLoader:
         """Ranking batches of one split, built once (dataloaders are reloaded every epoch)."""
@@ -169,7 +170,7 @@ class RecDataModule(pl.LightningDataModule):
             self._ranking_sets[key] = RankingBatches(known, getattr(d, split), d.n_users, self.eval_batch_size,
                                                      *key[1:])
         batches = self._ranking_sets[key]
-        return DataLoader(batches, batch_size=None, num_workers=self.num_workers)
+        return DataLoader(batches, batch_size=None, sampler=EveryBatch(batches), num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._ranking("valid")
