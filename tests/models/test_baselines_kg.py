@@ -220,6 +220,14 @@ def test_kgin_one_hop_matches_the_formula():
     torch.testing.assert_close(users, exp_users)
 
 
+def test_kgin_independence_reads_the_configured_intent_representation():
+    att = KGIN(META, embedding_dim=4, independence="distance", independence_on="attention")
+    torch.testing.assert_close(att.independence_loss(), distance_correlation_loss(att.intent_att))
+    emb = KGIN(META, embedding_dim=4, independence="cosine", independence_on="embedding")
+    intents = torch.softmax(emb.intent_att, -1) @ emb.rel_emb
+    torch.testing.assert_close(emb.independence_loss(), cosine_independence_loss(intents))
+
+
 def test_kgin_loss_has_its_terms_and_trains_intents():
     model = KGIN(META, embedding_dim=4)
     model.attach(tiny_store())
@@ -304,6 +312,12 @@ def test_info_nce_matches_the_formula():
         den = sum(math.exp(cos(z1[b], z2[j]) / 0.2) for j in range(6))
         direct += -math.log(num / den)
     assert got.item() == pytest.approx(direct / 3, rel=1e-5)
+    # the chunked (checkpointed) path gives the same value and gradient
+    za, zb = z1.clone().requires_grad_(), z1.clone().requires_grad_()
+    whole, chunked = info_nce(za, z2[idx], z2, 0.2), info_nce(zb, z2[idx], z2, 0.2, chunk=2)
+    whole.backward(), chunked.backward()
+    torch.testing.assert_close(chunked, whole)
+    torch.testing.assert_close(zb.grad, za.grad)
 
 
 def test_kgcl_loss_adds_the_weighted_contrastive_terms():

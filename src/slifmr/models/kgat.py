@@ -187,7 +187,8 @@ class KGAT(RecModel):
         self._att = self.attention()
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
-        if self.training and self._att is not None and self._att.numel() == self.ckg()["heads"].numel():
+        c = self.ckg()  # (re)built first: a new graph drops the cached attention
+        if self.training and self._att is not None and self._att.numel() == c["heads"].numel():
             att = self._att
         else:
             att = self.attention()

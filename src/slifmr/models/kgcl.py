@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from slifmr.errors import DataError
 from slifmr.graphs.adjacency import bipartite_adjacency, sym_normalize
@@ -37,14 +38,26 @@ def kg_guided_keep_prob(consistency: Tensor, ui_drop: float) -> Tensor:
     return ((1.0 - ui_drop) * w / w.mean()).clamp_max(KEEP_CAP)
 
 
-def info_nce(z1: Tensor, z2: Tensor, z2_all: Tensor, tau: float) -> Tensor:
+def _row_logsumexp(a: Tensor, c: Tensor, tau: float) -> Tensor:
+    return torch.logsumexp(a @ c.T / tau, dim=1)
+
+
+def info_nce(z1: Tensor, z2: Tensor, z2_all: Tensor, tau: float, chunk: int = 1024) -> Tensor:
     """Mean over the batch of ``-log exp(cos(z1_b, z2_b)/tau) / sum_j exp(cos(z1_b, z2_all_j)/tau)``
     (official ``info_nce_loss_overall``; a mean instead of its sum, like our BPR).
 
-    z1, z2: (B, d) the same nodes in two views; z2_all: (M, d) the candidates of view 2."""
+    z1, z2: (B, d) the same nodes in two views; z2_all: (M, d) the candidates of view 2. The
+    (B, M) logits are built ``chunk`` rows at a time and recomputed in the backward (activation
+    checkpointing): at Amazon-Book scale (B = 4096, M = 70k users) the whole matrix and its
+    softmax would hold ~2 GB."""
     a, b, c = F.normalize(z1, dim=1), F.normalize(z2, dim=1), F.normalize(z2_all, dim=1)
     pos = (a * b).sum(-1) / tau  # (B,)
-    return (torch.logsumexp(a @ c.T / tau, dim=1) - pos).mean()
+    if torch.is_grad_enabled() and a.shape[0] > chunk:
+        lse = torch.cat([checkpoint(_row_logsumexp, a[i : i + chunk], c, tau, use_reentrant=False)
+                         for i in range(0, a.shape[0], chunk)])
+    else:
+        lse = _row_logsumexp(a, c, tau)
+    return (lse - pos).mean()
 
 
 class KGCL(RecModel):
