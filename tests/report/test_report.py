@@ -150,3 +150,18 @@ def test_a_seed_counted_twice_is_flagged(toy):
     make_record(tmp / "copy", "mf", 1, pu[("mf", 1)])  # the same job again, elsewhere
     md = report([tmp / "runs", tmp / "copy"], tmp / "out2", plot="none")["markdown"]
     assert "Warning" in md and "MF-BPR on toy: seeds [1, 1, 2]" in md
+
+
+def test_merge_keeps_capped_runs_in_one_row(tmp_path):
+    """A key given to some runs only splits rows, unless it is merged; the table then says so."""
+    rng = np.random.default_rng(0)
+    vals = {m: rng.random(30) for m in ("recall@20", "ndcg@20")}
+    make_record(tmp_path, "kgin", 1, vals, extra=["model.cap=40"])
+    make_record(tmp_path, "kgin", 2, {m: v * 0.5 for m, v in vals.items()})
+    split = report([tmp_path], tmp_path / "r1", metrics=["recall@20"], plot="none")
+    assert len(split["table"].rows) == 2
+    merged = report([tmp_path], tmp_path / "r2", metrics=["recall@20"], plot="none", merge=["model.cap"])
+    assert len(merged["table"].rows) == 1
+    cell = merged["table"].get(merged["table"].rows[0], "toy", "recall@20")
+    assert cell.n == 2 and abs(cell.mean - 0.75 * vals["recall@20"].mean()) < 1e-12
+    assert "model.cap=40" in merged["markdown"]

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from slifmr.report.aggregate import aggregate, find_row, metric_label
+from slifmr.report.aggregate import aggregate, find_row, metric_label, overrides_of
 from slifmr.report.plots import INTERVAL_KEY, KINDS, detect_studies, interval_rows, make_plots
 from slifmr.report.records import ReportError, load_records
 from slifmr.report.significance import compare_rows
@@ -43,13 +43,14 @@ def _interval_tables(rows: list[dict[str, Any]], metrics: list[str]) -> tuple[st
 
 def report(paths: list[str | Path], out: str | Path, metrics: list[str] | None = None, ours: str = "slifmr",
            baseline: str | None = None, test: str = "auto", plot: str | None = None,
-           x: str | None = None) -> dict[str, Any]:
+           x: str | None = None, merge: list[str] | None = None) -> dict[str, Any]:
     """Write the report of the records under ``paths`` into ``out``; returns what it wrote
-    ({"table", "comparisons", "files", "markdown"})."""
+    ({"table", "comparisons", "files", "markdown"}). ``merge``: override keys that do not make a
+    separate row (e.g. an epoch cap given to some models only); the table says which."""
     metrics = list(metrics or DEFAULT_METRICS)
     records = load_records(paths)
     out = Path(out)
-    table = aggregate(records, metrics, ours=ours)
+    table = aggregate(records, metrics, ours=ours, drop=set(merge or ()))
     base_row = find_row(table, baseline) if baseline else None
     comps = table.comparisons(base_row)
     for c in comps:
@@ -57,6 +58,10 @@ def report(paths: list[str | Path], out: str | Path, metrics: list[str] | None =
         base_recs = table.get(c.baseline, c.dataset, c.metric).records
         c.test, c.p_value, c.n_users = compare_rows(ours_recs, base_recs, c.metric, test)
     md = results_markdown(table, comps, len(records))
+    merged = sorted({f"{k}={v}" for r in records for k, v in overrides_of(r).items() if k in set(merge or ())})
+    if merged:
+        md += (f"\nRows merge runs that differ only in {', '.join(sorted(set(merge or ())))} "
+               f"(values used: {', '.join(merged)}; each run's record has its own).\n")
     files = [write_text(out / "results.csv", results_csv(table)), write_text(out / "results.md", md)]
     if comps:
         files.append(write_text(out / "comparisons.csv", comparisons_csv(comps)))
@@ -84,10 +89,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="paired test over per-user values (auto: Wilcoxon with scipy, else t-test)")
     ap.add_argument("--plot", choices=[*KINDS, "none"], help="force one plot (default: detected from the sweep)")
     ap.add_argument("--x", help=f"the swept key for --plot sensitivity (e.g. model.L); interval uses {INTERVAL_KEY}")
+    ap.add_argument("--merge", nargs="+", default=[], metavar="KEY",
+                    help="override keys that do not split rows (e.g. trainer.max_epochs given to some models only)")
     args = ap.parse_args(argv)
     out = args.out or (Path(args.paths[0]) / "report" if len(args.paths) == 1 else Path("report"))
     try:
-        res = report(args.paths, out, args.metrics, args.ours, args.baseline, args.test, args.plot, args.x)
+        res = report(args.paths, out, args.metrics, args.ours, args.baseline, args.test, args.plot, args.x,
+                     args.merge)
     except ReportError as e:
         print(f"slifmr.report: error: {e}", file=sys.stderr)
         return 2
