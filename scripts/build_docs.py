@@ -6,7 +6,7 @@
 For each study directory ``<sweeps>/<study>`` that holds records, ``slifmr.report`` writes its
 tables and plots into ``docs/studies/<study>/``; then the text between the markers
 ``<!-- report:<study> -->`` and ``<!-- /report:<study> -->`` in every markdown file under
-``docs/`` is replaced by that report's Markdown (tables, %Imp, p-values) and links to its PNGs.
+``docs/`` (and in the README beside it) is replaced by that report's Markdown (tables, %Imp, p-values) and links to its PNGs.
 A marker whose study has no records is left as it is, with a line saying so. Files are
 written to a temporary name and renamed.
 """
@@ -14,6 +14,7 @@ written to a temporary name and renamed.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -29,11 +30,15 @@ def _options(opts: str) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in opts.split() if "=" in kv)
 
 
-def section(study: str, sweeps: Path, docs: Path, opts: dict[str, str]) -> str | None:
+def section(study: str, sweeps: Path, docs: Path, opts: dict[str, str], page: Path) -> str | None:
     src = sweeps / study
     if not src.is_dir() or not any(src.rglob("record.json")):
         return None
     out = docs / "studies" / study
+    if opts.get("summary"):  # a short form (e.g. for the README): the table only, no plots
+        res = report([src], out / "summary", metrics=opts.get("metrics", "recall@20").split(","), plot="none",
+                     merge=[k for k in opts.get("merge", "").split(",") if k])
+        return res["markdown"].rstrip() + "\n"
     res = report([src], out, metrics=opts.get("metrics", ",".join(METRICS)).split(","),
                  plot=opts.get("plot"), x=opts.get("x"),
                  merge=[k for k in opts.get("merge", "").split(",") if k])
@@ -45,20 +50,20 @@ def section(study: str, sweeps: Path, docs: Path, opts: dict[str, str]) -> str |
     if interval.exists():
         lines += ["", interval.read_text().rstrip()]
     for png in sorted(out.glob("*.png")):
-        rel = png.relative_to(docs).as_posix()
+        rel = os.path.relpath(png, page.parent).replace(os.sep, "/")
         lines += ["", f"![{study}: {png.stem}]({rel})"]
     return "\n".join(lines) + "\n"
 
 
 def build(sweeps: Path, docs: Path) -> list[Path]:
     changed = []
-    for md in sorted(docs.rglob("*.md")):
-        if "studies" in md.relative_to(docs).parts[:-1]:
-            continue  # the generated per-study files themselves
+    pages = [md for md in sorted(docs.rglob("*.md")) if "studies" not in md.relative_to(docs).parts[:-1]]
+    readme = docs.parent / "README.md"  # the generated per-study files themselves are skipped above
+    for md in pages + ([readme] if readme.exists() else []):
         text = md.read_text()
 
         def fill(m: re.Match) -> str:
-            body = section(m["name"], sweeps, docs, _options(m["opts"]))
+            body = section(m["name"], sweeps, docs, _options(m["opts"]), md)
             if body is None:
                 body = f"(no records under {(sweeps / m['name']).as_posix()} yet)\n"
             return m.group(1) + body + m.group(5)
