@@ -70,12 +70,14 @@ def test_embedded_default_dataset_loads(tmp_path):
     assert s["triples"] == 4201 and set(dm.data.features) == {"text", "genre"}
 
 
-@pytest.mark.parametrize("model", ["lightgcn", "slifmr"])
+@pytest.mark.parametrize("model", ["lightgcn", "slifmr", "kgat"])
 def test_evaluate_reproduces_the_test_metrics(tmp_path, shared_data, model):
+    """The checkpoint names its model class, so evaluate needs no `model=` (the eval config's
+    default model is slifmr: a lightgcn or kgat checkpoint must still load as itself)."""
     from slifmr.evaluate import evaluate
 
-    common = ["dataset=ml-100k-kg-tiny", f"paths.data_dir={shared_data}", f"model={model}"]
-    cfg = make_cfg(tmp_path, common + ["trainer.max_epochs=3", "callbacks.progress_bar=null"])
+    common = ["dataset=ml-100k-kg-tiny", f"paths.data_dir={shared_data}"]
+    cfg = make_cfg(tmp_path, common + [f"model={model}", "trainer.max_epochs=3", "callbacks.progress_bar=null"])
     trained = train(cfg)
     ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
     ecfg = make_cfg(tmp_path / "e", common + [f"ckpt_path={ckpt}"], config_name="eval")

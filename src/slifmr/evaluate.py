@@ -25,7 +25,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = hydra.utils.instantiate(cfg.dataset)
     datamodule.setup("test")
     ckpt = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)
-    model_cls = hydra.utils.get_class(ckpt["hyper_parameters"].get("_target_", cfg.model._target_))
+    # the checkpoint names its class (RecModel.on_save_checkpoint), so `model=` need not match
+    target = ckpt.get("slifmr_model_class") or ckpt["hyper_parameters"].get("_target_") or cfg.model._target_
+    model_cls = hydra.utils.get_class(target)
     model = model_cls.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")
     if model.meta["n_items"] != datamodule.meta["n_items"] or model.meta["n_users"] != datamodule.meta["n_users"]:
         raise ValueError(

@@ -115,5 +115,10 @@ class RecModel(pl.LightningModule):
         self.test_metrics.reset()
         self._eval_cache = None
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Name the model class in the checkpoint, so `slifmr.evaluate` rebuilds the right model
+        whatever `model=` its config says."""
+        checkpoint["slifmr_model_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
