@@ -129,7 +129,9 @@ def _save(fig, path: Path) -> Path:
 
 def _axes_grid(n_rows: int, n_cols: int, w: float = 4.6, h: float = 3.5):
     plt = _plt()
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(w * n_cols, h * n_rows), squeeze=False)
+    # constrained layout keeps one panel's tick labels off the next panel's axis label
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(w * n_cols, h * n_rows), squeeze=False,
+                             layout="constrained")
     return fig, axes
 
 
@@ -187,7 +189,6 @@ def robustness_plot(records: list[dict[str, Any]], metrics: list[str], out: Path
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, title="model")
     fig.suptitle("Robustness to noise (mean ± std over seeds; test split never noised)")
-    fig.tight_layout()
     return _save(fig, out / "robustness.png")
 
 
