@@ -165,3 +165,16 @@ def test_merge_keeps_capped_runs_in_one_row(tmp_path):
     cell = merged["table"].get(merged["table"].rows[0], "toy", "recall@20")
     assert cell.n == 2 and abs(cell.mean - 0.75 * vals["recall@20"].mean()) < 1e-12
     assert "model.cap=40" in merged["markdown"]
+
+
+def test_variants_in_numeric_order_and_no_empty_imp_rows(tmp_path):
+    """A sweep of one model: rows follow the swept value as numbers, and without a baseline
+    there are no empty %Imp / p rows."""
+    rng = np.random.default_rng(2)
+    for g in ("0.1", "1e-05", "0.001"):
+        make_record(tmp_path, "slifmr", 1, {"recall@20": rng.random(10), "ndcg@20": rng.random(10)},
+                    extra=[f"consistency.gamma={g}"])
+    res = report([tmp_path], tmp_path / "r", metrics=["recall@20"], plot="none")
+    assert [r.variant for r in res["table"].rows] == [
+        "consistency.gamma=1e-05", "consistency.gamma=0.001", "consistency.gamma=0.1"]
+    assert "%Imp" not in res["markdown"].split("\n\n")[0]

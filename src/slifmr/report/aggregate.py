@@ -195,9 +195,21 @@ class Table:
         return out
 
 
+def _variant_key(variant: str) -> tuple:
+    """Variants in natural order: numeric values compare as numbers (1e-05 < 0.001 < 0.1)."""
+    parts = []
+    for item in variant.split():
+        key, _, value = item.partition("=")
+        try:
+            parts.append((key, 0, float(value), ""))
+        except ValueError:
+            parts.append((key, 1, 0.0, value))
+    return tuple(parts)
+
+
 def _row_key(row: Row, ours: str) -> tuple:
     order = MODEL_ORDER.index(row.model) if row.model in MODEL_ORDER else len(MODEL_ORDER)
-    return (row.model == ours, order, row.model, row.variant != "", row.variant)
+    return (row.model == ours, order, row.model, row.variant != "", _variant_key(row.variant))
 
 
 def aggregate(records: list[dict[str, Any]], metrics: list[str], ours: str = "slifmr",

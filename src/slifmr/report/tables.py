@@ -91,6 +91,8 @@ def results_markdown(table: Table, comps: list[Comparison], n_records: int) -> s
     ours_rows = [r for r in table.rows if table.is_ours(r)]
     by_key = {(c.ours, c.dataset, c.metric): c for c in comps}
     for row in ours_rows:
+        if not any((row, d, m) in by_key for d, m in cols):
+            continue  # nothing to compare this row with (e.g. a study of SLIF-MR variants only)
         suffix = f" ({row.variant})" if len(ours_rows) > 1 and row.variant else ""
         imp, ps = [], []
         for d, m in cols:
