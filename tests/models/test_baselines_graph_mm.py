@@ -18,8 +18,6 @@ from slifmr.errors import DataError
 from slifmr.models.bm3 import BM3, bootstrap_loss
 from slifmr.models.freedom import FREEDOM
 from slifmr.models.ngcf import NGCF, drop_entries
-from slifmr.train import train
-from hydra_compose import make_cfg
 
 
 # -- hand-built data ------------------------------------------------------------------------------
@@ -346,20 +344,3 @@ def test_multimodal_models_without_features_fail_clearly(cls, name):
     store = make_store(2, 3, NGCF_PAIRS)
     with pytest.raises(DataError, match=rf"model={name} .*needs item feature matrices.*_feat\.npy"):
         cls(meta_of(store))
-
-
-# -- end to end -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("model", ["ngcf", "bm3", "freedom"])
-def test_baseline_trains_one_epoch_end_to_end(tmp_path, shared_data, model):
-    cfg = make_cfg(tmp_path, ["dataset=ml-100k-kg-tiny", f"paths.data_dir={shared_data}", f"model={model}",
-                              "trainer.max_epochs=1", "callbacks.progress_bar=null",
-                              "trainer.enable_progress_bar=false"])
-    metrics = train(cfg)
-    for k in (10, 20, 50):
-        for m in ("recall", "ndcg", "precision"):
-            v = metrics[f"test/{m}@{k}"]
-            assert math.isfinite(v) and 0.0 <= v <= 1.0, (model, m, k, v)
-    assert metrics["test/recall@50"] >= metrics["test/recall@10"]
-    assert math.isfinite(metrics["train/loss"])
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
-    assert set(ckpt["hyper_parameters"]) - {"meta", "topk", "lr"} == set(cfg.model) - {"_target_", "topk", "lr"}
