@@ -178,3 +178,16 @@ def test_variants_in_numeric_order_and_no_empty_imp_rows(tmp_path):
     assert [r.variant for r in res["table"].rows] == [
         "consistency.gamma=1e-05", "consistency.gamma=0.001", "consistency.gamma=0.1"]
     assert "%Imp" not in res["markdown"].split("\n\n")[0]
+
+
+def test_noise_levels_compare_like_with_like(tmp_path):
+    """Fig. 7: SLIF-MR at a noise level is compared with the baseline at the same level."""
+    n = 40
+    vals = {("lightgcn", "0.0"): 0.50, ("lightgcn", "0.2"): 0.30, ("slifmr", "0.0"): 0.45, ("slifmr", "0.2"): 0.33}
+    for (model, level), v in vals.items():
+        make_record(tmp_path, model, 1, {"recall@20": np.full(n, v), "ndcg@20": np.full(n, v)},
+                    extra=[f"noise.interaction={level}"])
+    res = report([tmp_path], tmp_path / "r", metrics=["recall@20"], plot="none", test="ttest")
+    imps = {c.ours.variant: (c.baseline.variant, c.imp_pct) for c in res["comparisons"]}
+    assert imps["noise.interaction=0.0"][0] == "noise.interaction=0.0"
+    assert imps["noise.interaction=0.2"] == ("noise.interaction=0.2", pytest.approx((0.33 - 0.30) / 0.30 * 100))

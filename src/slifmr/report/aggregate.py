@@ -167,28 +167,35 @@ class Table:
     def is_ours(self, row: Row) -> bool:
         return row.model == self.ours
 
-    def best_baseline(self, dataset: str, metric: str) -> Row | None:
-        """The non-ours row with the highest mean in this column (None if there is none)."""
+    def best_baseline(self, dataset: str, metric: str, variant: str | None = None) -> Row | None:
+        """The non-ours row with the highest mean in this column (None if there is none); with
+        ``variant``, only among the baselines run under that same variant."""
         best, best_mean = None, -math.inf
         for row in self.rows:
             st = self.get(row, dataset, metric)
             if self.is_ours(row) or st is None or not st.values or not st.mean > best_mean:
                 continue
+            if variant is not None and row.variant != variant:
+                continue
             best, best_mean = row, st.mean
         return best
 
     def comparisons(self, baseline: Row | None = None) -> list[Comparison]:
-        """%Imp of every ours row over the best baseline (or the given one) per column."""
+        """%Imp of every ours row over the best baseline (or the given one) per column. In a study
+        where the baselines ran under the same swept settings as ours (e.g. each noise level of
+        Fig. 7), an ours row is compared with the best baseline of its own setting."""
         out = []
+        variants = {row.variant for row in self.rows if not self.is_ours(row)}
         for dataset in self.datasets:
             for metric in self.metrics:
-                base = baseline or self.best_baseline(dataset, metric)
-                bst = self.get(base, dataset, metric) if base is not None else None
-                if bst is None:
-                    continue
                 for row in self.rows:
                     st = self.get(row, dataset, metric)
                     if not self.is_ours(row) or st is None:
+                        continue
+                    same = row.variant if row.variant in variants and len(variants) > 1 else None
+                    base = baseline or self.best_baseline(dataset, metric, same)
+                    bst = self.get(base, dataset, metric) if base is not None else None
+                    if bst is None:
                         continue
                     imp = (st.mean - bst.mean) / bst.mean * 100 if bst.mean else math.nan
                     out.append(Comparison(dataset, metric, row, base, st.mean, bst.mean, imp))
