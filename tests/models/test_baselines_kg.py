@@ -73,7 +73,7 @@ def test_kgat_attention_matches_the_formula_and_sums_to_one_per_head():
     # 3 entities, 2 relations, edges sorted by relation
     heads, rels, tails = torch.tensor([0, 0, 1, 2, 0]), torch.tensor([0, 0, 0, 1, 1]), torch.tensor([1, 2, 2, 0, 1])
     x, w, e = torch.randn(3, 4), torch.randn(2, 4, 3), torch.randn(2, 3)
-    att = kgat_attention(x, heads, tails, relation_ptr(rels, 2), w, e, 3, chunk=1)
+    att = kgat_attention(x, heads, tails, relation_ptr(rels, 2), w, e, 3)
     score = torch.stack([(x[t] @ w[r]) @ torch.tanh(x[h] @ w[r] + e[r]) for h, r, t in zip(heads, rels, tails)])
     expected = torch.empty(5)
     for h in range(3):

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slifmr.errors import DataError
-from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
+from slifmr.graphs.kg import KGStructure, SparsePattern, kg_propagate, kg_structure, segment_softmax
 from slifmr.graphs.kg_ops import collaborative_kg, head_index, relation_ptr, sample_kg_triples
 from slifmr.models.base import RecModel
+from slifmr.models.encoders.kg_attention import relation_scores
 from slifmr.models.losses import bpr_loss, l2_reg
 
 LEAKY_SLOPE = 0.2  # tf.nn.leaky_relu's default, used by the official aggregators
@@ -24,31 +25,27 @@ LEAKY_SLOPE = 0.2  # tf.nn.leaky_relu's default, used by the official aggregator
 
 @torch.no_grad()
 def kgat_attention(x: Tensor, heads: Tensor, tails: Tensor, rel_ptr: Tensor, trans_w: Tensor, rel_emb: Tensor,
-                   n_nodes: int, chunk: int = 1 << 17) -> Tensor:
+                   n_nodes: int, structure: KGStructure | None = None) -> Tensor:
     """Knowledge-aware attention (Eq. 4-5): ``pi(h,r,t) = (W_r e_t)^T tanh(W_r e_h + e_r)``,
     softmax over each head's edges.
 
-    Computed without gradient, relation by relation, as the official release does once per epoch
-    (``update_attentive_A`` / ``_create_attentive_A_out`` loops over relations); it runs outside
-    the training step. Projections follow TransR's convention ``e W_r`` with ``W_r`` (d, k).
+    Computed without gradient, as the official release does once per epoch
+    (``update_attentive_A``); it runs outside the training step. The score is SLIF-MR's Eq. 11
+    score, so it is :func:`~slifmr.models.encoders.kg_attention.relation_scores` with TransR's
+    ``e W_r`` convention (``W_r`` (d, k)) transposed.
 
     Args:
         x: (n_nodes, d) node embeddings (the ego, layer-0 ones).
         heads, tails: (E,) edges sorted by relation; rel_ptr: (R+1,) CSR offsets of each relation.
         trans_w: (R, d, k); rel_emb: (R, k).
+        structure: the edges' precomputed :class:`KGStructure` (built here when not given).
 
     Returns:
         (E,) attention weights; each head's weights sum to 1.
     """
-    scores = x.new_empty(heads.numel())
-    ptr = [int(v) for v in rel_ptr.tolist()]
-    for r, (a, b) in enumerate(zip(ptr[:-1], ptr[1:])):
-        w, e = trans_w[r], rel_emb[r]
-        for c in range(a, b, chunk):
-            d = min(b, c + chunk)
-            ph = x.index_select(0, heads[c:d]) @ w  # (c, k)
-            pt = x.index_select(0, tails[c:d]) @ w  # (c, k)
-            scores[c:d] = (pt * torch.tanh(ph + e)).sum(-1)
+    if structure is None:
+        structure = kg_structure(heads, tails, rel_ptr, n_nodes)
+    scores = relation_scores(x, trans_w.transpose(1, 2), rel_emb, structure)
     return segment_softmax(scores, heads, n_nodes)
 
 
@@ -147,13 +144,15 @@ class KGAT(RecModel):
                                        self.n_base_relations)  # (E, 3) sorted by (relation, head, tail)
             heads, rels, tails = triples.unbind(1)
             order, hptr, present = head_index(heads, self.n_nodes)
+            rel_ptr = relation_ptr(rels, self.n_ckg_relations)
             dev = self.device
             self._ckg = {
                 "store": g, "device": dev, "triples": triples.to(dev),
                 "heads": heads.to(dev), "tails": tails.to(dev),
-                "rel_ptr": relation_ptr(rels, self.n_ckg_relations),
+                "rel_ptr": rel_ptr,
                 "order": order.to(dev), "head_ptr": hptr.to(dev), "present": present.to(dev),
                 "pattern": SparsePattern.build(heads, tails, (self.n_nodes, self.n_nodes)).to(dev),
+                "structure": kg_structure(heads, tails, rel_ptr, self.n_nodes).to(dev),
                 "tail_ranges": torch.tensor([0, self.n_entities, self.n_nodes]),
             }
             self._att = None
@@ -168,7 +167,7 @@ class KGAT(RecModel):
         """(E,) attention of every CKG edge from the current parameters (no gradient)."""
         c = self.ckg()
         return kgat_attention(self.ego().detach(), c["heads"], c["tails"], c["rel_ptr"], self.trans_w.detach(),
-                              self.rel_emb.detach(), self.n_nodes)
+                              self.rel_emb.detach(), self.n_nodes, c["structure"])
 
     def propagate(self, att: Tensor) -> Tensor:
         """(n_nodes, d + sum(layer_sizes)): bi-interaction layers (Eq. 8) over the attentive CKG,

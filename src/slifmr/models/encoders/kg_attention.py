@@ -105,6 +105,13 @@ class _RelationScores(torch.autograd.Function):
         return grad_x, grad_w, grad_e, None
 
 
+def relation_scores(x: Tensor, rel_w: Tensor, rel_emb: Tensor, structure: KGStructure) -> Tensor:
+    """(E,) ``(W_r x_t) . tanh(W_r x_h + e_r)`` of every edge of ``structure`` (``rel_w`` (R, k, d),
+    ``rel_emb`` (R, k)); differentiable, no |edges| x d tensor. The KG attention score of SLIF-MR
+    (Eq. 11) and of KGAT (Eq. 4), which share it."""
+    return _RelationScores.apply(x, rel_w, rel_emb, structure)
+
+
 class KGAttentionEncoder(nn.Module):
     """Entity representations from the KG; ``n_relations`` counts inverse and ``sim`` relations."""
 
@@ -138,7 +145,7 @@ class KGAttentionEncoder(nn.Module):
         if st.n_cols != x.shape[0] or st.n_edges != heads.numel():
             raise ValueError(f"structure for {st.n_edges} edges over {st.n_cols} entities does not fit "
                              f"{heads.numel()} edges and x {tuple(x.shape)}")
-        scores = _RelationScores.apply(x, self.rel_w, self.rel_emb, st)
+        scores = relation_scores(x, self.rel_w, self.rel_emb, st)
         return segment_softmax(scores, heads, n_nodes)
 
     def _weights(self, x0: Tensor, heads: Tensor, tails: Tensor, rel_ptr: Tensor, n: int,
