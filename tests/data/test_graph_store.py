@@ -249,3 +249,25 @@ def test_set_epoch_keeps_graphs_that_do_not_depend_on_pruning():
     store.set_epoch(1)
     assert store.interaction_adj(prune=False) is whole and store.feature_graphs() is s_graphs
     assert store.interaction_adj() is not pruned
+
+
+def test_one_knn_search_serves_slifmr_and_freedom_graphs(monkeypatch):
+    """The weighted (SLIF-MR) and unweighted (FREEDOM) kNN graphs come from one chunked search
+    per modality, and each still equals the graph built from its own search."""
+    import slifmr.data.graph_store as gs
+    from slifmr.graphs.knn import knn_adjacency, laplacian_normalize
+
+    calls = []
+    real = gs.knn_graph
+    monkeypatch.setattr(gs, "knn_graph", lambda *a, **k: calls.append(1) or real(*a, **k))
+    store = GraphStore(tiny_dataset(), knn_k=2)
+    weighted = store.feature_knn()
+    frozen = store.frozen_item_graph({m: 1.0 for m in store.modalities}, weighted=False)
+    assert len(calls) == len(store.modalities)
+    n = store.n_items
+    for m, g in zip(store.modalities, weighted):
+        ref = laplacian_normalize(knn_adjacency(store.features[m].float(), 2, store.masks[m]))
+        assert torch.allclose(g.to_dense(), ref.to_dense())
+    ref = sum(laplacian_normalize(knn_adjacency(store.features[m].float(), 2, store.masks[m], weighted=False))
+              .to_dense() for m in store.modalities)
+    assert torch.allclose(dense(frozen, n), ref)

@@ -14,7 +14,7 @@ from torch import Tensor
 from slifmr.data.dataset import RecDataset
 from slifmr.graphs.adjacency import SparseOperator, bipartite_adjacency, sym_normalize
 from slifmr.graphs.kg import KGEdges, add_inverse, kg_structure
-from slifmr.graphs.knn import knn_adjacency, laplacian_normalize
+from slifmr.graphs.knn import knn_graph, knn_lists_to_adjacency, laplacian_normalize
 from slifmr.graphs.pruning import prune_edges
 
 
@@ -41,6 +41,7 @@ class GraphStore:
         self.item_graph: Tensor | None = None  # (I, I) COO from the self-loop callback
         self._feature_knn: list[Tensor] | None = None
         self._frozen_knn: dict[tuple, Tensor] = {}  # frozen_item_graph's CPU COO, kept across set_item_graph
+        self._knn_lists: dict[tuple[str, int], tuple[Tensor, Tensor, Tensor]] = {}  # (modality, k) -> kNN search
         self._cache: dict[tuple, object] = {}
 
     @property
@@ -138,7 +139,7 @@ class GraphStore:
             for m, w in weights.items():
                 if w == 0:
                     continue
-                g = knn_adjacency(self.features[m].float(), k, self.masks[m], self.knn_chunk, weighted=weighted)
+                g = knn_lists_to_adjacency(*self.knn_lists(m, k), self.n_items, weighted=weighted)
                 g = laplacian_normalize(g)
                 idx.append(g.indices())
                 val.append(float(w) * g.values().float())
@@ -149,11 +150,20 @@ class GraphStore:
         return self._cached(("S_frozen", str(device), key, False),
                             lambda: SparseOperator(self._frozen_knn[key]).to(device))
 
+    def knn_lists(self, modality: str, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(rows, cols, cosines) of the chunked cosine top-k over one modality's raw features,
+        searched once per (modality, k): the SLIF-MR and FREEDOM graphs share it."""
+        key = (modality, int(k))
+        if key not in self._knn_lists:
+            self._knn_lists[key] = knn_graph(self.features[modality].float(), int(k), self.masks[modality],
+                                             self.knn_chunk)
+        return self._knn_lists[key]
+
     def feature_knn(self) -> list[Tensor]:
         """Per-modality kNN graphs over raw features, Laplacian-normalised (Eq. 2-4); frozen."""
         if self._feature_knn is None:
             self._feature_knn = [
-                laplacian_normalize(knn_adjacency(self.features[m], self.knn_k, self.masks[m], self.knn_chunk))
+                laplacian_normalize(knn_lists_to_adjacency(*self.knn_lists(m, self.knn_k), self.n_items))
                 for m in self.modalities
             ]
         return self._feature_knn

@@ -158,8 +158,13 @@ def knn_adjacency(
         (n, n) coalesced COO, no self-loops, missing rows/cols empty. Normalise with
         :func:`laplacian_normalize`.
     """
-    n = x.shape[0]
-    rows, cols, vals = knn_graph(x, k, mask, chunk_size)
+    return knn_lists_to_adjacency(*knn_graph(x, k, mask, chunk_size), x.shape[0], symmetric, weighted)
+
+
+def knn_lists_to_adjacency(rows: Tensor, cols: Tensor, vals: Tensor, n: int, symmetric: bool = False,
+                           weighted: bool = True) -> Tensor:
+    """:func:`knn_adjacency` from :func:`knn_graph`'s (rows, cols, cosines), so one kNN search
+    can serve both the weighted (SLIF-MR) and the unweighted (FREEDOM) graph."""
     if weighted:
         vals = vals.clamp_min(0)
         keep = vals > 0
