@@ -241,6 +241,36 @@ def test_no_pruning_when_ratio_zero():
     assert kept_pairs(store) == full == {tuple(p) for p in ds.train.tolist()}
 
 
+def kept_pairs_at(store: GraphStore, ratio: float | None, prune: bool = True) -> set[tuple[int, int]]:
+    nu, ni = store.n_users, store.n_items
+    ui = dense(store.interaction_adj(prune=prune, ratio=ratio), nu + ni)[:nu, nu:]
+    return {(int(u), int(i)) for u, i in torch.nonzero(ui).tolist()}
+
+
+def test_a_model_owned_ratio_overrides_the_stores_for_a_and_the_kg():
+    """SLIF-MR owns Eq. 6's ratio (``model.prune_ratio``): a per-call ratio prunes A and G_k at
+    that ratio whatever the store's, ``None`` falls back to the store's, and evaluation
+    (``prune=False``) always sees the whole graphs."""
+    ds = random_dataset()
+    n, n_kg = len(ds.train), len(ds.kg)
+    train = {tuple(p) for p in ds.train.tolist()}
+    store = GraphStore(ds, prune_ratio=0.0, seed=3)
+    assert kept_pairs_at(store, None) == train
+    half = kept_pairs_at(store, 0.5)
+    assert len(half) == round(0.5 * n) and half <= train
+    assert len(kept_pairs_at(store, 0.2)) == round(0.8 * n)  # cached per ratio, not per "pruned or not"
+    assert len(store.kg_edges(ratio=0.5)[0]) == 2 * round(0.5 * n_kg)
+    assert len(store.kg_edges()[0]) == 2 * n_kg
+    assert kept_pairs_at(store, 0.5, prune=False) == train
+    assert len(store.kg_edges(prune=False, ratio=0.5)[0]) == 2 * n_kg
+
+    pruning = GraphStore(ds, prune_ratio=0.5, seed=3)
+    assert kept_pairs_at(pruning, None) == half  # same ratio, same (seed, epoch): same sample
+    assert kept_pairs_at(pruning, 0.0) == train  # a model can switch the dataset's pruning off
+    with pytest.raises(ValueError, match="prune ratio"):
+        pruning.interaction_adj(ratio=1.0)
+
+
 def test_set_epoch_keeps_graphs_that_do_not_depend_on_pruning():
     ds = tiny_dataset()
     store = GraphStore(ds, prune_ratio=0.5, seed=3)

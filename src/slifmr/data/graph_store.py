@@ -73,8 +73,15 @@ class GraphStore:
         """(I,) train interaction counts."""
         return torch.bincount(self.train_items, minlength=self.n_items)
 
-    def _pruned(self, prune: bool) -> bool:
-        return prune and self.prune_ratio > 0
+    def _ratio(self, prune: bool, ratio: float | None) -> float:
+        """The pruning ratio in force: 0 when ``prune`` is off (evaluation), else ``ratio``, or the
+        store's ``prune_ratio`` when ``ratio`` is None (a model that owns Eq. 6 passes its own)."""
+        if not prune:
+            return 0.0
+        r = self.prune_ratio if ratio is None else float(ratio)
+        if not 0.0 <= r < 1.0:
+            raise ValueError(f"prune ratio must be in [0, 1), got {r}")
+        return r
 
     def _cached(self, key: tuple, build):
         """Cache per key; a key's last element says whether it depends on the epoch's pruning."""
@@ -82,20 +89,23 @@ class GraphStore:
             self._cache[key] = build()
         return self._cache[key]
 
-    def interaction_adj(self, device: torch.device | str = "cpu", prune: bool = True) -> SparseOperator:
+    def interaction_adj(self, device: torch.device | str = "cpu", prune: bool = True,
+                        ratio: float | None = None) -> SparseOperator:
         """(U+I, U+I) symmetric-normalised interaction graph (Eq. 1, 7), degree-pruned (Eq. 6)
-        when ``prune_ratio > 0``, with the self-loop graph as item-item block (Eq. 18)."""
+        at ``ratio`` (None: the store's ``prune_ratio``; 0 or ``prune=False``: whole graph),
+        with the self-loop graph as item-item block (Eq. 18)."""
+        r = self._ratio(prune, ratio)
 
         def build() -> Tensor:
             u, i = self.train_users, self.train_items
-            if self._pruned(prune):
-                keep = prune_edges(u, i + self.n_users, self.prune_ratio, self._generator(1))
+            if r > 0:
+                keep = prune_edges(u, i + self.n_users, r, self._generator(1))
                 u, i = u[keep], i[keep]
             adj = bipartite_adjacency(u, i, self.n_users, self.n_items, item_item=self.item_graph)
             # a directed self-loop block makes A asymmetric: then the backward needs the real A^T
             return SparseOperator(sym_normalize(adj), symmetric=self.item_graph is None).to(device)
 
-        return self._cached(("A", str(device), self._pruned(prune)), build)
+        return self._cached(("A", str(device), r, r > 0), build)
 
     def pruned_interaction_adj(self, ratio: float, device: torch.device | str = "cpu",
                                prune: bool = True) -> SparseOperator:
@@ -179,16 +189,19 @@ class GraphStore:
 
         return self._cached(("S", str(device), False), build)
 
-    def kg_edges(self, device: torch.device | str = "cpu", prune: bool = True) -> KGEdges:
+    def kg_edges(self, device: torch.device | str = "cpu", prune: bool = True,
+                 ratio: float | None = None) -> KGEdges:
         """(heads, tails, rel_ptr): KG edges with inverses and ``sim`` edges, sorted by (relation,
         head, tail); ``rel_ptr`` (n_kg_relations + 1,) are the CSR offsets of each relation's
         segment. The result unpacks as that 3-tuple and carries ``.structure``, the edges'
-        precomputed :class:`~slifmr.graphs.kg.KGStructure` (built once per graph version)."""
+        precomputed :class:`~slifmr.graphs.kg.KGStructure` (built once per graph version).
+        Degree-pruned (Eq. 6) at ``ratio`` as in :meth:`interaction_adj`."""
+        r = self._ratio(prune, ratio)
 
         def build() -> KGEdges:
             triples = self.kg if self.kg is not None else torch.zeros(0, 3, dtype=torch.long)
-            if self._pruned(prune) and len(triples):
-                keep = prune_edges(triples[:, 0], triples[:, 2], self.prune_ratio, self._generator(2))
+            if r > 0 and len(triples):
+                keep = prune_edges(triples[:, 0], triples[:, 2], r, self._generator(2))
                 triples = triples[keep]
             triples = add_inverse(triples, self.n_base_relations)
             if self.item_graph is not None:
@@ -206,4 +219,4 @@ class GraphStore:
             structure = kg_structure(heads, tails, ptr, self.n_entities)
             return KGEdges(heads.to(device), tails.to(device), ptr, structure.to(device))
 
-        return self._cached(("KG", str(device), self._pruned(prune)), build)
+        return self._cached(("KG", str(device), r, r > 0), build)

@@ -33,10 +33,11 @@ class SLIFMR(RecModel):
         use_kg: bool = True,
         use_mm: bool = True,
         fusion: str = "ailf",
-        readout: str = "residual",
+        readout: str = "mean",
         feature_input: str = "id",
         kg_score_per_layer: bool = False,
         kg_attention_every: int = 1,
+        prune_ratio: float | None = 0.5,
         consistency: dict | None = None,
         reg_weight: float = 1e-4,
         lr: float = 1e-3,
@@ -44,7 +45,7 @@ class SLIFMR(RecModel):
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()
-        cons = {"enabled": True, "beta": 0.1, "gamma": 1e-3, "tau": 0.2, "t": 2.0, "exclude_positive": True,
+        cons = {"enabled": True, "beta": 1e-3, "gamma": 1e-3, "tau": 0.2, "t": 2.0, "exclude_positive": True,
                 "warmup_epochs": 0}
         unknown = set(consistency or {}) - set(cons)
         if unknown:
@@ -61,7 +62,10 @@ class SLIFMR(RecModel):
             raise ValueError(f"feature_input must be 'id' or 'projected', got '{feature_input}'")
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got '{readout}'")
+        if prune_ratio is not None and not 0.0 <= prune_ratio < 1.0:
+            raise ValueError(f"prune_ratio must be in [0, 1) or null, got {prune_ratio}")
         self.readout = readout
+        self.prune_ratio = prune_ratio
         self.use_kg = use_kg
         self.feature_input = feature_input
         self.reg_weight = reg_weight
@@ -96,16 +100,18 @@ class SLIFMR(RecModel):
 
     def views(self) -> tuple[Tensor, list[Tensor]]:
         """(x̄_u (U, d), [x̄_i, x̃_i, x̂_i] each (I, d), in that order, minus ablated views).
-        Degree-sensitive pruning applies to training only; evaluation sees the whole graphs."""
+        Degree-sensitive pruning (Eq. 6) of A and G_k at ``prune_ratio`` (None: the dataset's)
+        applies to training only; evaluation sees the whole graphs."""
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        adj = self.graphs.interaction_adj(self.device, prune=self.training)
+        adj = self.graphs.interaction_adj(self.device, prune=self.training, ratio=self.prune_ratio)
         bar = lightgcn_residual(adj, ego, self.L_b, self.readout)
         bar_u, bar_i = bar[: self.n_users], bar[self.n_users :]
         views = [bar_i]
         if self.use_mm:
             views.append(self.feature_encoder(self.graphs.feature_graphs(self.device), self._feature_x0()))
         if self.use_kg:
-            heads, tails, ptr = kg = self.graphs.kg_edges(self.device, prune=self.training)
+            heads, tails, ptr = kg = self.graphs.kg_edges(self.device, prune=self.training,
+                                                             ratio=self.prune_ratio)
             x0 = torch.cat([self.item_emb.weight, self.entity_emb.weight[: self.meta["n_entities"] - self.n_items]])
             views.append(self.kg_encoder(x0, heads, tails, ptr, kg.structure)[: self.n_items])
         return bar_u, views
