@@ -1,5 +1,7 @@
-"""Pruning is a training-time augmentation: evaluation and the self-loop see the whole graphs."""
+"""Pruning (Eq. 6) is a training-time augmentation whose ratio SLIF-MR owns (``model.prune_ratio``):
+evaluation and the self-loop see the whole graphs."""
 
+import pytest
 import torch
 
 from slifmr.data.datamodule import RecDataModule
@@ -40,3 +42,37 @@ def test_training_embeddings_use_the_epoch_sample(shared_data, tmp_path):
     assert model.training  # item_representations restores the mode it found
     model.item_representations()
     assert model.training
+
+
+@pytest.mark.parametrize(("dataset_ratio", "model_ratio", "resampled"), [
+    (0.0, 0.5, True),    # the model's ratio prunes although the dataset's is off
+    (0.5, 0.0, False),   # ... and 0 switches the dataset's pruning off for SLIF-MR
+    (0.5, None, True),   # null falls back to the dataset's
+    (0.0, None, False),
+])
+def test_model_prune_ratio_decides_the_training_graphs(shared_data, tmp_path, dataset_ratio, model_ratio, resampled):
+    dm = RecDataModule(name="tiny", path=str(shared_data / "ml-100k-kg-tiny"), kcore=0, prune_ratio=dataset_ratio,
+                       cache_dir=str(tmp_path / "c"))
+    dm.setup()
+    torch.manual_seed(0)
+    model = SLIFMR(dm.meta, embedding_dim=8, prune_ratio=model_ratio)
+    model.attach(dm.graphs)
+    model.train()
+    a, b = _items_at_epochs_0_and_1(dm, model)
+    assert (not torch.allclose(a, b)) == resampled
+    seen = {}
+    real = dm.graphs.interaction_adj
+
+    def spy(device="cpu", prune=True, ratio=None):
+        seen["ratio"] = ratio
+        return real(device, prune=prune, ratio=ratio)
+
+    dm.graphs.interaction_adj = spy
+    model.views()
+    assert seen["ratio"] == model_ratio
+
+
+def test_prune_ratio_out_of_range_is_refused(shared_data, tmp_path):
+    dm, _ = _setup(shared_data, tmp_path)
+    with pytest.raises(ValueError, match="prune_ratio"):
+        SLIFMR(dm.meta, embedding_dim=8, prune_ratio=1.0)
