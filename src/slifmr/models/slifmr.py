@@ -45,7 +45,7 @@ class SLIFMR(RecModel):
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()
-        cons = {"enabled": True, "beta": 1e-3, "gamma": 1e-3, "tau": 0.2, "t": 2.0, "exclude_positive": True,
+        cons = {"enabled": True, "beta": 1e-3, "gamma": 1e-5, "tau": 0.2, "t": 2.0, "exclude_positive": True,
                 "warmup_epochs": 0}
         unknown = set(consistency or {}) - set(cons)
         if unknown:
