@@ -13,9 +13,10 @@ from slifmr.models.encoders.interaction import readout_layers
 
 
 class FeatureGraphEncoder(nn.Module):
-    """``L_m`` layers of ``x <- S x`` (no self term), output ``mean(layers 1..L_m) + layer 0``."""
+    """``L_m`` layers of ``x <- S x`` (no self term), read out like the interaction encoder:
+    ``mean(layers 0..L_m)`` or Eq. 9's ``mean(layers 1..L_m) + layer 0`` (``readout``)."""
 
-    def __init__(self, n_modalities: int, n_layers: int, readout: str = "residual"):
+    def __init__(self, n_modalities: int, n_layers: int, readout: str = "mean"):
         super().__init__()
         self.n_layers = n_layers
         self.readout = readout

@@ -1,4 +1,5 @@
-"""Interaction-graph encoder (Eq. 7-8): LightGCN propagation with a residual to layer 0."""
+"""Interaction-graph encoder (Eq. 7-8): LightGCN propagation, read out as LightGCN's layer mean
+(default) or as Eq. 8's residual to layer 0."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from torch import Tensor
 READOUTS = ("residual", "mean")
 
 
-def lightgcn_residual(adj, ego: Tensor, n_layers: int, readout: str = "residual") -> Tensor:
+def lightgcn_residual(adj, ego: Tensor, n_layers: int, readout: str = "mean") -> Tensor:
     """``mean(layers 1..L) + layer 0`` (Eq. 8, ``readout='residual'``) or LightGCN's
     ``mean(layers 0..L)`` (``'mean'``) over a normalised graph; ``L = 0`` returns ``ego``.
 
