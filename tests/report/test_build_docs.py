@@ -38,3 +38,25 @@ def test_sections_filled_from_records(tmp_path):
     assert (docs / "studies" / "table2" / "results.md").exists()
     # idempotent: a second build changes nothing
     assert _build_docs().build(sweeps, docs) == []
+
+
+def test_a_fixed_baseline_option_compares_with_that_row(tmp_path):
+    """``baseline=lightgcn`` compares ours with LightGCN even when another baseline is better."""
+    sweeps, docs = tmp_path / "sweeps", tmp_path / "docs"
+    rng = np.random.default_rng(2)
+    for seed in (1, 2):
+        make_record(sweeps / "table2", "lightgcn", seed, {"recall@20": 0.2 + 0.1 * rng.random(30)})
+        make_record(sweeps / "table2", "mf", seed, {"recall@20": 0.8 + 0.1 * rng.random(30)})
+        make_record(sweeps / "table2", "slifmr", seed, {"recall@20": 0.4 + 0.1 * rng.random(30)})
+    docs.mkdir()
+    page = docs / "page.md"
+    page.write_text("<!-- report:table2 metrics=recall@20 -->\n<!-- /report:table2 -->\n"
+                    "<!-- report:table2 metrics=recall@20 baseline=lightgcn -->\n<!-- /report:table2 -->\n")
+    _build_docs().build(sweeps, docs)
+    best, fixed = page.read_text().split("<!-- /report:table2 -->")[:2]
+    imp = [line for line in best.splitlines() if line.startswith("| %Imp")][0]
+    assert "-" in imp.split("|")[3]  # ours (~0.45) below the best baseline, MF (~0.85)
+    imp = [line for line in fixed.splitlines() if line.startswith("| %Imp")][0]
+    assert "+" in imp.split("|")[3]  # ... and above LightGCN (~0.25)
+    assert "--baseline lightgcn" in fixed and "baseline (fixed)" in fixed
+    assert (docs / "studies" / "table2" / "vs_lightgcn" / "results.md").exists()

@@ -57,7 +57,7 @@ def report(paths: list[str | Path], out: str | Path, metrics: list[str] | None =
         ours_recs = table.get(c.ours, c.dataset, c.metric).records
         base_recs = table.get(c.baseline, c.dataset, c.metric).records
         c.test, c.p_value, c.n_users = compare_rows(ours_recs, base_recs, c.metric, test)
-    md = results_markdown(table, comps, len(records))
+    md = results_markdown(table, comps, len(records), fixed_baseline=base_row is not None)
     merged = sorted({f"{k}={v}" for r in records for k, v in overrides_of(r).items() if k in set(merge or ())})
     if merged:
         md += (f"\nRows merge runs that differ only in {', '.join(sorted(set(merge or ())))} "

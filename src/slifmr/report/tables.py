@@ -69,7 +69,7 @@ def _rank_marks(table: Table, dataset: str, metric: str) -> dict:
     return marks
 
 
-def results_markdown(table: Table, comps: list[Comparison], n_records: int) -> str:
+def results_markdown(table: Table, comps: list[Comparison], n_records: int, fixed_baseline: bool = False) -> str:
     """The main table with %Imp / p rows under it, and a notes paragraph saying how it was made."""
     cols = [(d, m) for d in table.datasets for m in table.metrics]
     multi_ds = len(table.datasets) > 1
@@ -109,8 +109,9 @@ def results_markdown(table: Table, comps: list[Comparison], n_records: int) -> s
     if comps:
         bases = sorted({(c.dataset, metric_label(c.metric), c.baseline.label) for c in comps})
         tests = sorted({c.test for c in comps if c.test}) or ["none (no per-user values)"]
+        which = "baseline (fixed)" if fixed_baseline else "best baseline"
         notes.append(
-            "%Imp = (ours - best baseline) / best baseline x 100, per column; best baseline: "
+            f"%Imp = (ours - baseline) / baseline x 100, per column; {which}: "
             + "; ".join(f"{d} {m}: {b}" for d, m, b in bases) + ". "
             + f"p: {', '.join(tests)} over per-user test values ({POOLING}).")
     elif ours_rows:
