@@ -37,7 +37,7 @@ class SLIFMR(RecModel):
         feature_input: str = "id",
         kg_score_per_layer: bool = False,
         kg_attention_every: int = 1,
-        prune_ratio: float | None = 0.5,
+        prune_ratio: float | None = 0.7,
         consistency: dict | None = None,
         reg_weight: float = 1e-4,
         lr: float = 1e-3,
