@@ -1,10 +1,11 @@
-"""How hard each SLIF-MR loss term pulls on the item ID table, over the first training steps.
+"""Each SLIF-MR loss term's value and how hard it pulls on the item ID table, over the first steps.
 
     python scripts/loss_gradient_scale.py dataset=ml-100k-kg paths.data_dir=../shared/data
     python scripts/loss_gradient_scale.py consistency.beta=0.1 --steps 60 --every 20
 
-Prints ||d term / d item_emb|| for BPR, beta * inter (Eq. 19-20) and gamma * intra (Eq. 21-22)
-at the configured weights, and the ratio of each auxiliary term to BPR. Why it exists: the
+Prints the BPR loss and ||d term / d item_emb|| for BPR, beta * inter (Eq. 19-20) and
+gamma * intra (Eq. 21-22) at the configured weights, and the ratio of each auxiliary term to BPR
+(``consistency.enabled=false`` leaves BPR alone: how fast BPR falls without the other terms). Why it exists: the
 cosine-based consistency terms have gradients hundreds of times BPR's at initialisation (the
 mean-reduced BPR on small embeddings is tiny, the InfoNCE on normalised ones is not), so the
 paper's beta = 0.1 lets them steer Adam's steps; docs/results.md uses these figures to explain
@@ -23,8 +24,8 @@ from slifmr.config import register_resolvers
 from slifmr.data.sampling import BPRBatches
 
 
-def term_grad_norms(model, batch: dict) -> tuple[dict[str, float], torch.Tensor]:
-    """(norm of each weighted term's gradient on ``item_emb``, the total loss)."""
+def term_grad_norms(model, batch: dict) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """(norm of each weighted term's gradient on ``item_emb``, the model's loss terms)."""
     out = model.loss(batch)
     weights = {"bpr": 1.0}
     if model.cons["enabled"]:
@@ -34,7 +35,7 @@ def term_grad_norms(model, batch: dict) -> tuple[dict[str, float], torch.Tensor]
     for name, w in weights.items():
         (g,) = torch.autograd.grad(w * out[name], table, retain_graph=True)
         norms[name] = float(g.norm())
-    return norms, out["loss"]
+    return norms, out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,16 +59,17 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.model.lr)
     print(f"{cfg.dataset.name}: beta={model.cons['beta']} gamma={model.cons['gamma']} "
           f"(consistency {'on' if model.cons['enabled'] else 'off'})")
-    print("step  |g bpr|     |g beta*inter|  |g gamma*intra|  inter/bpr  intra/bpr")
+    print("step  bpr      |g bpr|     |g beta*inter|  |g gamma*intra|  inter/bpr  intra/bpr")
     for step in range(args.steps):
         dm.graphs.set_epoch(step // len(batches))
-        norms, loss = term_grad_norms(model, batches[step % len(batches)])
+        norms, out = term_grad_norms(model, batches[step % len(batches)])
         if step % args.every == 0:
             b = norms["bpr"]
             ratios = "".join(f"  {norms[k] / b:9.2f}" for k in ("inter", "intra") if k in norms)
-            print(f"{step:4d}  {b:9.2e}  {norms.get('inter', 0.0):14.2e}  {norms.get('intra', 0.0):15.2e}{ratios}")
+            print(f"{step:4d}  {float(out['bpr']):.4f}  {b:9.2e}  {norms.get('inter', 0.0):14.2e}  "
+                  f"{norms.get('intra', 0.0):15.2e}{ratios}")
         opt.zero_grad()
-        loss.backward()
+        out["loss"].backward()
         opt.step()
 
 
