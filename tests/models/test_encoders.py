@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from slifmr.models.encoders.feature_graph import FeatureGraphEncoder
-from slifmr.models.encoders.interaction import lightgcn_residual
+from slifmr.models.encoders.interaction import lightgcn_readout
 
 
 def _graph():
@@ -13,18 +13,18 @@ def _graph():
 def test_residual_readout_hand_case():
     ego = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     # layer 1 = A ego = [[0,2],[1,0]]; layer 2 = A^2 ego = ego
-    out = lightgcn_residual(_graph(), ego, 2, "residual")
+    out = lightgcn_readout(_graph(), ego, 2, "residual")
     expect = (torch.tensor([[0.0, 2.0], [1.0, 0.0]]) + ego) / 2 + ego  # mean(layers 1..2) + layer 0
     torch.testing.assert_close(out, expect)
 
 
 def test_mean_readout_is_lightgcn():
     ego = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
-    out = lightgcn_residual(_graph(), ego, 2, "mean")
+    out = lightgcn_readout(_graph(), ego, 2, "mean")
     expect = (ego + torch.tensor([[0.0, 2.0], [1.0, 0.0]]) + ego) / 3  # mean(layers 0..2)
     torch.testing.assert_close(out, expect)
     with pytest.raises(ValueError, match="readout"):
-        lightgcn_residual(_graph(), ego, 2, "max")
+        lightgcn_readout(_graph(), ego, 2, "max")
 
 
 def test_feature_encoder_weights_modalities():

@@ -89,43 +89,35 @@ class GraphStore:
             self._cache[key] = build()
         return self._cache[key]
 
+    def _interaction_op(self, ratio: float, salt: int) -> SparseOperator:
+        """A on CPU, degree-pruned at ``ratio`` (> 0) with the (seed, epoch, ``salt``) sample, re-normalised
+        on the kept edges, with the self-loop graph as item-item block."""
+        u, i = self.train_users, self.train_items
+        if ratio > 0:
+            keep = prune_edges(u, i + self.n_users, ratio, self._generator(salt))
+            u, i = u[keep], i[keep]
+        adj = bipartite_adjacency(u, i, self.n_users, self.n_items, item_item=self.item_graph)
+        # a directed self-loop block makes A asymmetric: then the backward needs the real A^T
+        return SparseOperator(sym_normalize(adj), symmetric=self.item_graph is None)
+
     def interaction_adj(self, device: torch.device | str = "cpu", prune: bool = True,
                         ratio: float | None = None) -> SparseOperator:
         """(U+I, U+I) symmetric-normalised interaction graph (Eq. 1, 7), degree-pruned (Eq. 6)
         at ``ratio`` (None: the store's ``prune_ratio``; 0 or ``prune=False``: whole graph),
         with the self-loop graph as item-item block (Eq. 18)."""
         r = self._ratio(prune, ratio)
-
-        def build() -> Tensor:
-            u, i = self.train_users, self.train_items
-            if r > 0:
-                keep = prune_edges(u, i + self.n_users, r, self._generator(1))
-                u, i = u[keep], i[keep]
-            adj = bipartite_adjacency(u, i, self.n_users, self.n_items, item_item=self.item_graph)
-            # a directed self-loop block makes A asymmetric: then the backward needs the real A^T
-            return SparseOperator(sym_normalize(adj), symmetric=self.item_graph is None).to(device)
-
-        return self._cached(("A", str(device), r, r > 0), build)
+        return self._cached(("A", str(device), r, r > 0), lambda: self._interaction_op(r, salt=1).to(device))
 
     def pruned_interaction_adj(self, ratio: float, device: torch.device | str = "cpu",
                                prune: bool = True) -> SparseOperator:
-        """A (Eq. 1, 7) degree-pruned (Eq. 6) at a model-owned ``ratio`` instead of ``prune_ratio``.
-
-        FREEDOM drops 80-90% of the interactions every epoch as part of the model, far more than
-        the dataset-level augmentation, so the ratio belongs to the model's config. Re-sampled per
-        epoch like :meth:`interaction_adj` (seeded by (seed, epoch)), re-normalised on the kept
-        edges. ``prune=False`` (evaluation) or ``ratio == 0``: the whole graph.
+        """A (Eq. 1, 7) degree-pruned (Eq. 6) at FREEDOM's model-owned ``ratio``: the same graph as
+        ``interaction_adj(ratio=ratio)`` but from its own sample stream (salt 3), which FREEDOM's
+        recorded runs were made with. ``prune=False`` (evaluation) or ``ratio == 0``: the whole graph.
         """
-        if not prune or ratio <= 0:
+        r = self._ratio(prune, ratio)
+        if r == 0:
             return self.interaction_adj(device, prune=False)
-
-        def build() -> SparseOperator:
-            u, i = self.train_users, self.train_items
-            keep = prune_edges(u, i + self.n_users, ratio, self._generator(3))
-            adj = bipartite_adjacency(u[keep], i[keep], self.n_users, self.n_items, item_item=self.item_graph)
-            return SparseOperator(sym_normalize(adj), symmetric=self.item_graph is None).to(device)
-
-        return self._cached(("A_ratio", str(device), float(ratio), True), build)
+        return self._cached(("A_ratio", str(device), r, True), lambda: self._interaction_op(r, salt=3).to(device))
 
     def frozen_item_graph(self, weights: dict[str, float], k: int | None = None, weighted: bool = False,
                           device: torch.device | str = "cpu") -> SparseOperator:

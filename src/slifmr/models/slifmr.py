@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from slifmr.errors import DataError
 from slifmr.models.base import RecModel
 from slifmr.models.encoders.feature_graph import FeatureGraphEncoder
-from slifmr.models.encoders.interaction import READOUTS, lightgcn_residual
+from slifmr.models.encoders.interaction import READOUTS, lightgcn_readout
 from slifmr.models.encoders.kg_attention import KGAttentionEncoder
 from slifmr.models.fusion import build_fusion
 from slifmr.models.losses import bpr_loss, inter_modal_loss, l2_reg, uniformity_loss
@@ -104,7 +104,7 @@ class SLIFMR(RecModel):
         applies to training only; evaluation sees the whole graphs."""
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         adj = self.graphs.interaction_adj(self.device, prune=self.training, ratio=self.prune_ratio)
-        bar = lightgcn_residual(adj, ego, self.L_b, self.readout)
+        bar = lightgcn_readout(adj, ego, self.L_b, self.readout)
         bar_u, bar_i = bar[: self.n_users], bar[self.n_users :]
         views = [bar_i]
         if self.use_mm:

@@ -10,7 +10,7 @@ from torch import Tensor
 READOUTS = ("residual", "mean")
 
 
-def lightgcn_residual(adj, ego: Tensor, n_layers: int, readout: str = "mean") -> Tensor:
+def lightgcn_readout(adj, ego: Tensor, n_layers: int, readout: str = "mean") -> Tensor:
     """``mean(layers 1..L) + layer 0`` (Eq. 8, ``readout='residual'``) or LightGCN's
     ``mean(layers 0..L)`` (``'mean'``) over a normalised graph; ``L = 0`` returns ``ego``.
 
