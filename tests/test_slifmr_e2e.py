@@ -35,9 +35,9 @@ def item_graph_pushes(monkeypatch):
     pushes: list = []
     original = GraphStore.set_item_graph
 
-    def record(self, graph):
+    def record(self, graph, a_block="cosine"):
         pushes.append(graph)
-        return original(self, graph)
+        return original(self, graph, a_block)
 
     monkeypatch.setattr(GraphStore, "set_item_graph", record)
     return pushes

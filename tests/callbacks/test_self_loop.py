@@ -60,6 +60,19 @@ def edges(g: torch.Tensor) -> set[tuple[int, int]]:
     return {tuple(e) for e in torch.nonzero(g).tolist()}
 
 
+def dense_g_share(store, g: torch.Tensor) -> float:
+    """Mean over items with edges of (item-item weight / row weight) in the dense normalised A^n."""
+    n_u, n_i = store.n_users, store.n_items
+    a = torch.zeros(n_u + n_i, n_u + n_i, dtype=torch.float64)
+    a[store.train_users, n_u + store.train_items] = 1.0
+    a[n_u + store.train_items, store.train_users] = 1.0
+    a[n_u:, n_u:] = g
+    a = sym_norm(a)[n_u:]
+    total = a.sum(1)
+    share = a[:, n_u:].sum(1)[total > 0] / total[total > 0]
+    return float(share.mean())
+
+
 def gini(degrees: list[int]) -> float:
     d = sorted(degrees)
     n, total = len(d), sum(d)
@@ -172,22 +185,23 @@ def test_refresh_every_interval_epochs(interval_run):
         if not before:
             assert rec.graphs[e] is None, e
         else:
-            want = sym_norm(brute_raw(reps(before[-1]), 3))
+            want = brute_raw(reps(before[-1]), 3)  # the store holds raw cosines
             torch.testing.assert_close(rec.graphs[e].double(), want, msg=f"epoch {e}")
     changed = [e for e in range(1, 6) if not (
         (rec.graphs[e] is None and rec.graphs[e - 1] is None)
         or (rec.graphs[e] is not None and rec.graphs[e - 1] is not None and torch.equal(rec.graphs[e], rec.graphs[e - 1]))
     )]
     assert changed == [2, 4]  # changes take effect the epoch after a refresh
-    torch.testing.assert_close(rec.graphs["end"].double(), sym_norm(brute_raw(reps(5), 3)))
+    torch.testing.assert_close(rec.graphs["end"].double(), brute_raw(reps(5), 3))
 
 
-def test_refreshed_graph_is_normalised_topn_cosine_of_item_representations(interval_run):
+def test_refreshed_graph_is_raw_topn_cosine_of_item_representations(interval_run):
     dm, model, cb, rec = interval_run
     raw = brute_raw(reps(5), 3)
     torch.testing.assert_close(cb.raw.to_dense().double(), raw)
     g = dm.graphs.item_graph.to_dense().double()
-    torch.testing.assert_close(g, sym_norm(raw))
+    torch.testing.assert_close(g, raw)  # handed over at its natural weight; the store normalises A^n once
+    assert dm.graphs.a_block == "cosine"
     assert g.diagonal().abs().sum() == 0
     assert all(len(edges(raw[i : i + 1])) == 3 for i in range(N_ITEMS))
     # the store injects it: it is the `sim` relation of the KG view
@@ -199,7 +213,8 @@ def test_refreshed_graph_is_normalised_topn_cosine_of_item_representations(inter
 
 def test_refresh_logs_its_statistics(interval_run):
     dm, model, cb, rec = interval_run
-    keys = {"self_loop/refresh_seconds", "self_loop/degree_gini", "self_loop/overlap_feature_knn"}
+    keys = {"self_loop/refresh_seconds", "self_loop/degree_gini", "self_loop/overlap_feature_knn",
+            "self_loop/g_share"}
     assert not any(k.startswith("self_loop/") for k in rec.metrics[1])  # nothing before the 1st refresh
     after_first = rec.metrics[2]
     assert keys <= set(after_first)
@@ -208,8 +223,9 @@ def test_refresh_logs_its_statistics(interval_run):
     g1 = brute_raw(reps(1), 3)
     in_deg = (g1 != 0).sum(0).tolist()
     assert after_first["self_loop/degree_gini"] == pytest.approx(gini(in_deg), abs=1e-5)
-    knn = edges(dm.graphs.feature_knn()[0])
+    knn = edges(dm.graphs.feature_knn_raw()[0])
     assert after_first["self_loop/overlap_feature_knn"] == pytest.approx(len(edges(g1) & knn) / len(edges(g1)), abs=1e-6)
+    assert after_first["self_loop/g_share"] == pytest.approx(dense_g_share(dm.graphs, g1), abs=1e-6)
     # 2nd refresh: Jaccard of the edge sets of refresh 1 and refresh 2
     g3 = brute_raw(reps(3), 3)
     e1, e3 = edges(g1), edges(g3)
@@ -256,7 +272,7 @@ def test_accumulate_through_the_trainer(tmp_path):
     quiet_trainer(tmp_path, 2, [cb, rec], enable_checkpointing=False).fit(model, datamodule=dm)
     want = brute_topn((1 - m) * brute_raw(reps(0), 3) + m * brute_raw(reps(1), 3), 3)
     torch.testing.assert_close(cb.raw.to_dense().double(), want)
-    torch.testing.assert_close(rec.graphs["end"].double(), sym_norm(want))
+    torch.testing.assert_close(rec.graphs["end"].double(), want)
 
 
 def test_bad_settings_are_rejected():
@@ -264,6 +280,8 @@ def test_bad_settings_are_rejected():
         SelfLoopCallback(mode="grow")
     with pytest.raises(ValueError, match="interval"):
         SelfLoopCallback(interval=0)
+    with pytest.raises(ValueError, match="a_block"):
+        SelfLoopCallback(a_block="dense")
 
 
 # -- checkpoint -> resume and test, with the real model on ml-100k-kg-tiny --------------------------

@@ -149,11 +149,24 @@ def test_set_item_graph_injects_into_a_s_and_kg_and_none_restores():
     torch.testing.assert_close(a, torch.tensor(want, dtype=a.dtype))
     assert not torch.equal(a, a0)
 
-    # S^n = S^0 + G^n, re-normalised
+    # S^n = S^0 + G^n, both raw cosines, normalised once (SPEC)
     s = dense(store.feature_graphs()[0], I)
-    want_s = sym_norm(s0.double().numpy() + g_dense())
+    raw_s0 = store.feature_knn_raw()[0].to_dense().double().numpy()
+    torch.testing.assert_close(s0, torch.tensor(sym_norm(raw_s0), dtype=s0.dtype))
+    want_s = sym_norm(raw_s0 + g_dense())
     torch.testing.assert_close(s, torch.tensor(want_s, dtype=s.dtype))
     assert s[3].any()  # the item without the modality is reached through G
+
+    # the old build (a_block=normalized): G and S^0 normalised before the sum, the sum again
+    store.set_item_graph(g_sparse(), a_block="normalized")
+    g_norm = sym_norm(g_dense())
+    torch.testing.assert_close(dense(store.interaction_adj(), U + I),
+                               torch.tensor(sym_norm(bipartite(TRAIN, g_norm)), dtype=a.dtype))
+    torch.testing.assert_close(dense(store.feature_graphs()[0], I),
+                               torch.tensor(sym_norm(sym_norm(raw_s0) + g_norm), dtype=s.dtype))
+    assert kg_segments(store)[2 * R] == sorted(G_EDGES)  # the `sim` triples are G's edges whatever a_block
+    with pytest.raises(ValueError, match="a_block"):
+        store.set_item_graph(g_sparse(), a_block="nope")
 
     # None restores the original graphs
     store.set_item_graph(None)

@@ -21,7 +21,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from slifmr.graphs.knn import knn_adjacency, laplacian_normalize
+from slifmr.graphs.knn import knn_adjacency
+from slifmr.graphs.self_loop import check_a_block, interaction_graph, item_block_share
 from slifmr.graphs.similarity import degree_gini, edge_jaccard, edge_overlap
 
 log = logging.getLogger(__name__)
@@ -44,13 +45,15 @@ class SelfLoopCallback(pl.Callback):
     """Refresh the item-item graph G^n from the model's fused item representations."""
 
     def __init__(self, enabled: bool = True, interval: int = 1, top_n: int = 10, mode: str = "replace",
-                 momentum: float = 0.5, chunk_size: int = 1024):
+                 momentum: float = 0.5, a_block: str = "cosine", chunk_size: int = 1024):
+        check_a_block(a_block)
         if mode not in MODES:
             raise ValueError(f"self_loop.mode must be one of {MODES}, got '{mode}'")
         if interval < 1:
             raise ValueError(f"self_loop.interval must be >= 1, got {interval}")
         self.enabled, self.interval, self.top_n = enabled, interval, top_n
         self.mode, self.momentum, self.chunk_size = mode, momentum, chunk_size
+        self.a_block = a_block
         self.raw: Tensor | None = None  # (I, I) COO, cosine top-N values before normalisation
         self.eval_raw: Tensor | None = None  # the graph in force during the last refreshed epoch
         self.last_refresh_epoch = -1
@@ -96,23 +99,32 @@ class SelfLoopCallback(pl.Callback):
         t0 = time.perf_counter()
         previous = self.raw
         self.raw = self.shared(trainer, lambda: self.build(pl_module.item_representations()))
-        store.set_item_graph(laplacian_normalize(self.raw))
+        store.set_item_graph(self.raw, self.a_block)
         seconds = time.perf_counter() - t0
         self.last_refresh_epoch = trainer.current_epoch
         self.n_refreshes += 1
-        stats = {"self_loop/refresh_seconds": seconds, "self_loop/degree_gini": degree_gini(self.raw)}
+        stats = {"self_loop/refresh_seconds": seconds, "self_loop/degree_gini": degree_gini(self.raw),
+                 "self_loop/g_share": self.g_share(store)}
         if previous is not None:
             stats["self_loop/jaccard_prev"] = edge_jaccard(previous, self.raw)
-        knn = store.feature_knn()
+        knn = store.feature_knn_raw()
         if knn:
             stats["self_loop/overlap_feature_knn"] = max(edge_overlap(self.raw, g) for g in knn)
         pl_module.log_dict(stats, on_step=False, on_epoch=True)
+
+    def g_share(self, store) -> float:
+        """Mean over items of the share of an item row's normalised A^n weight that G carries
+        (the whole, unpruned A^n of evaluation): how much the self-loop graph can act at all."""
+        adj = interaction_graph(store.train_users, store.train_items, store.n_users, store.n_items,
+                                self.raw, self.a_block)
+        share = item_block_share(adj, store.n_users)
+        return float(share[~share.isnan()].mean()) if (~share.isnan()).any() else 0.0
 
     # -- state ---------------------------------------------------------------------------------
     def _push(self, trainer: pl.Trainer, raw: Tensor | None) -> None:
         dm = getattr(trainer, "datamodule", None)
         if dm is not None and getattr(dm, "graphs", None) is not None:
-            dm.graphs.set_item_graph(None if raw is None else laplacian_normalize(raw))
+            dm.graphs.set_item_graph(raw, self.a_block)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After a resume, load_state_dict has restored self.raw: the run continues on that graph.

@@ -12,10 +12,11 @@ import torch
 from torch import Tensor
 
 from slifmr.data.dataset import RecDataset
-from slifmr.graphs.adjacency import SparseOperator, bipartite_adjacency, sym_normalize
+from slifmr.graphs.adjacency import SparseOperator
 from slifmr.graphs.kg import KGEdges, add_inverse, kg_structure
 from slifmr.graphs.knn import knn_graph, knn_lists_to_adjacency, laplacian_normalize
 from slifmr.graphs.pruning import prune_edges
+from slifmr.graphs.self_loop import check_a_block, feature_graph, interaction_graph
 
 
 class GraphStore:
@@ -38,8 +39,9 @@ class GraphStore:
         self.knn_k, self.knn_chunk = knn_k, knn_chunk
         self.prune_ratio, self.seed = prune_ratio, seed
         self.epoch = 0
-        self.item_graph: Tensor | None = None  # (I, I) COO from the self-loop callback
-        self._feature_knn: list[Tensor] | None = None
+        self.item_graph: Tensor | None = None  # (I, I) COO raw cosine G^n from the self-loop callback
+        self.a_block = "cosine"  # how G^n's values enter A and S (graphs/self_loop.py)
+        self._feature_knn_raw: list[Tensor] | None = None
         self._frozen_knn: dict[tuple, Tensor] = {}  # frozen_item_graph's CPU COO, kept across set_item_graph
         self._knn_lists: dict[tuple[str, int], tuple[Tensor, Tensor, Tensor]] = {}  # (modality, k) -> kNN search
         self._cache: dict[tuple, object] = {}
@@ -60,8 +62,10 @@ class GraphStore:
             self.epoch = epoch
             self._cache = {k: v for k, v in self._cache.items() if not k[-1]}
 
-    def set_item_graph(self, graph: Tensor | None) -> None:
-        """The self-loop door: inject an (I, I) item-item graph into A, S and the KG."""
+    def set_item_graph(self, graph: Tensor | None, a_block: str = "cosine") -> None:
+        """The self-loop door: inject an (I, I) item-item graph (raw cosine values) into A and S,
+        its values entering as ``a_block`` says (graphs/self_loop.py), and its edges into the KG."""
+        self.a_block = check_a_block(a_block)
         self.item_graph = None if graph is None else graph.coalesce().cpu()
         self._cache.clear()
 
@@ -96,9 +100,9 @@ class GraphStore:
         if ratio > 0:
             keep = prune_edges(u, i + self.n_users, ratio, self._generator(salt))
             u, i = u[keep], i[keep]
-        adj = bipartite_adjacency(u, i, self.n_users, self.n_items, item_item=self.item_graph)
+        adj = interaction_graph(u, i, self.n_users, self.n_items, self.item_graph, self.a_block)
         # a directed self-loop block makes A asymmetric: then the backward needs the real A^T
-        return SparseOperator(sym_normalize(adj), symmetric=self.item_graph is None)
+        return SparseOperator(adj, symmetric=self.item_graph is None)
 
     def interaction_adj(self, device: torch.device | str = "cpu", prune: bool = True,
                         ratio: float | None = None) -> SparseOperator:
@@ -161,23 +165,23 @@ class GraphStore:
                                              self.knn_chunk)
         return self._knn_lists[key]
 
+    def feature_knn_raw(self) -> list[Tensor]:
+        """Per-modality kNN graphs S^0 over raw features with their cosine values (Eq. 3); frozen."""
+        if self._feature_knn_raw is None:
+            self._feature_knn_raw = [knn_lists_to_adjacency(*self.knn_lists(m, self.knn_k), self.n_items)
+                                     for m in self.modalities]
+        return self._feature_knn_raw
+
     def feature_knn(self) -> list[Tensor]:
         """Per-modality kNN graphs over raw features, Laplacian-normalised (Eq. 2-4); frozen."""
-        if self._feature_knn is None:
-            self._feature_knn = [
-                laplacian_normalize(knn_lists_to_adjacency(*self.knn_lists(m, self.knn_k), self.n_items))
-                for m in self.modalities
-            ]
-        return self._feature_knn
+        return [laplacian_normalize(g) for g in self.feature_knn_raw()]
 
     def feature_graphs(self, device: torch.device | str = "cpu") -> list[SparseOperator]:
-        """Per-modality S^m, with the self-loop graph added and re-normalised (S^n = S^0 + G^n)."""
+        """Per-modality S^m: ``norm(S^0 + G^n)``, the raw sum normalised once (Eq. 4, 18)."""
 
-        def build() -> list[Tensor]:
-            graphs = self.feature_knn()
-            if self.item_graph is not None:
-                graphs = [laplacian_normalize((g + self.item_graph).coalesce()) for g in graphs]
-            return [SparseOperator(g).to(device) for g in graphs]
+        def build() -> list[SparseOperator]:
+            return [SparseOperator(feature_graph(g, self.item_graph, self.a_block)).to(device)
+                    for g in self.feature_knn_raw()]
 
         return self._cached(("S", str(device), False), build)
 
