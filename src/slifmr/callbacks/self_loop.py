@@ -137,10 +137,18 @@ class SelfLoopCallback(pl.Callback):
             return
         path = getattr(trainer, "ckpt_path", None)
         if path:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
             state = ckpt.get("callbacks", {}).get(self.state_key)
             if state is not None:
                 self._push(trainer, self._graph(state, "eval"))
+
+    @classmethod
+    def test_graph(cls, checkpoint: dict) -> Tensor | None:
+        """The raw (I, I) graph a loaded ``checkpoint`` was validated (and is tested) with, or None
+        (no self-loop state, or no refresh before that epoch): what ``on_test_start`` pushes,
+        for code that uses a checkpoint outside ``trainer.test`` (slifmr.inference)."""
+        state = checkpoint.get("callbacks", {}).get(cls.__qualname__)
+        return None if state is None else cls._graph(state, "eval")
 
     @staticmethod
     def _graph(state: dict, which: str) -> Tensor | None:

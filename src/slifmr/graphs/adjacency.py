@@ -19,6 +19,12 @@ import warnings
 import torch
 from torch import Tensor
 
+# torch's one "Sparse CSR tensor support is in beta" notice, silenced once at import. Not with a
+# catch_warnings() block per graph build: every filter change resets Python's show-once registry,
+# so each build made every third-party warning print again (once per epoch).
+CSR_BETA = "Sparse CSR tensor support is in beta"
+warnings.filterwarnings("ignore", message=CSR_BETA)
+
 
 def _coo(indices: Tensor, values: Tensor, size: tuple[int, int], coalesced: bool = False) -> Tensor:
     """A COO tensor; ``coalesced=True`` promises indices are sorted and unique (skips a sort)."""
@@ -114,9 +120,7 @@ def to_csr(adj: Tensor) -> Tensor:
     """
     if adj.layout == torch.sparse_csr:
         return adj
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return adj.coalesce().to_sparse_csr()
+    return adj.coalesce().to_sparse_csr()
 
 
 def csr_pair(adj: Tensor) -> tuple[Tensor, Tensor]:

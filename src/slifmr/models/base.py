@@ -82,11 +82,17 @@ class RecModel(pl.LightningModule):
         return losses["loss"]
 
     @torch.no_grad()
-    def _rank(self, batch: dict[str, Tensor], metrics: RankingMetrics) -> None:
+    def _topk(self, batch: dict[str, Tensor], k: int) -> tuple[Tensor, Tensor]:
+        """(top-k items (B, k), their scores (B, k)) of a ranking batch, its known items masked.
+        Evaluation and prediction share it, so recommendations are the lists the metrics score."""
         if self._eval_cache is None:
             self._eval_cache = self.embeddings()
         scores = self.score(batch["users"], self._eval_cache).float()  # (B, I)
-        top = rank_topk(scores, batch["mask_rows"], batch["mask_cols"], self.topk[-1])
+        top = rank_topk(scores, batch["mask_rows"], batch["mask_cols"], k)  # masks scores in place
+        return top, scores.gather(1, top)
+
+    def _rank(self, batch: dict[str, Tensor], metrics: RankingMetrics) -> None:
+        top, _ = self._topk(batch, self.topk[-1])
         hits, n_rel = hits_from_topk(top, batch["gt_rows"], batch["gt_cols"], self.n_items)
         metrics.update(hits, n_rel, batch["users"])
 
@@ -113,6 +119,25 @@ class RecModel(pl.LightningModule):
         self.log_dict(self.test_metrics.compute(), sync_dist=True)  # see on_validation_epoch_end
         self.test_per_user = {k: v.cpu() for k, v in self.test_metrics.per_user_values().items()}
         self.test_metrics.reset()
+        self._eval_cache = None
+
+    def on_predict_epoch_start(self) -> None:
+        self._eval_cache = None
+
+    def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """Top-``batch["k"]`` recommendations of ``batch["users"]`` (B,), the items at
+        (``mask_rows``, ``mask_cols``) excluded: {"users" (B,), "items" (B, k), "scores" (B, k)},
+        internal ids, rank order as in evaluation (ties: lower item id). Excluded items pad
+        (score -inf) only when a user has fewer than k others. Call ``on_predict_epoch_start``
+        after the weights or graphs change: the embeddings are computed once and reused."""
+        users = batch["users"]
+        empty = users.new_zeros(0)
+        mask_rows, mask_cols = batch.get("mask_rows", empty), batch.get("mask_cols", empty)
+        items, scores = self._topk({"users": users, "mask_rows": mask_rows, "mask_cols": mask_cols},
+                                   int(batch.get("k", self.topk[-1])))
+        return {"users": users, "items": items, "scores": scores}
+
+    def on_predict_epoch_end(self) -> None:
         self._eval_cache = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
