@@ -164,3 +164,121 @@ def relational_aggregate(heads: Tensor, tails: Tensor, rels: Tensor, x: Tensor, 
     else:
         scale = torch.ones(heads.numel(), dtype=x.dtype, device=x.device)
     return _RelationalAggregate.apply(x, rel_emb, heads, tails, rels, scale, n_out, chunk)
+
+
+# -- per-edge relation-aware products (KGRec, KRDN): relation-agnostic, chunked over edges -----------
+def _head_slices(d: int, n_heads: int) -> int:
+    if d % n_heads:
+        raise ValueError(f"dimension {d} is not divisible by {n_heads} heads")
+    return d // n_heads
+
+
+class _EdgeTrilinear(torch.autograd.Function):
+    """``s[e, k] = sum_{j in head k} a[ia_e, j] * b[ib_e, j] * c[ic_e, j]``, chunked over edges."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, c: Tensor, ia: Tensor, ib: Tensor, ic: Tensor, n_heads: int,
+                chunk: int) -> Tensor:
+        a, b, c = a.detach(), b.detach(), c.detach()
+        n, d = ia.numel(), a.shape[1]
+        dh = _head_slices(d, n_heads)
+        out = a.new_empty(n, n_heads)
+        for s in range(0, n, chunk):
+            e = slice(s, s + chunk)
+            prod = a.index_select(0, ia[e]).mul_(b.index_select(0, ib[e])).mul_(c.index_select(0, ic[e]))
+            out[e] = prod.view(-1, n_heads, dh).sum(-1)
+        ctx.save_for_backward(a, b, c, ia, ib, ic)
+        ctx.n_heads, ctx.chunk = n_heads, chunk
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        a, b, c, ia, ib, ic = ctx.saved_tensors
+        n_heads, chunk = ctx.n_heads, ctx.chunk
+        dh = _head_slices(a.shape[1], n_heads)
+        grads = [torch.zeros_like(t) if need else None for t, need in zip((a, b, c), ctx.needs_input_grad[:3])]
+        for s in range(0, ia.numel(), chunk):
+            e = slice(s, s + chunk)
+            g = grad[e].repeat_interleave(dh, dim=1)  # (c, d): each head's gradient on its slice
+            xa, xb, xc = a.index_select(0, ia[e]), b.index_select(0, ib[e]), c.index_select(0, ic[e])
+            if grads[0] is not None:
+                grads[0].index_add_(0, ia[e], g * xb * xc)
+            if grads[1] is not None:
+                grads[1].index_add_(0, ib[e], g * xa * xc)
+            if grads[2] is not None:
+                grads[2].index_add_(0, ic[e], g * xa * xb)
+        return (*grads, None, None, None, None, None)
+
+
+def edge_trilinear(a: Tensor, b: Tensor, c: Tensor, ia: Tensor, ib: Tensor, ic: Tensor, n_heads: int = 1,
+                   chunk: int = 1 << 16) -> Tensor:
+    """(E, n_heads) per-edge, per-head sums ``sum_j a[ia_e, j] b[ib_e, j] c[ic_e, j]`` over each head's
+    slice of the ``d`` columns; e.g. the score ``q_h . (k_t ⊙ e_r)`` of KGRec's relation-aware
+    attention (``a = q``, ``b = k``, ``c`` the relation table, indices heads/tails/relations).
+
+    Differentiable in ``a``, ``b``, ``c``; forward and backward run over ``chunk`` edges at a time,
+    so no |edges| x d tensor is kept."""
+    ia, ib, ic = ia.reshape(-1).long(), ib.reshape(-1).long(), ic.reshape(-1).long()
+    if not (ia.numel() == ib.numel() == ic.numel()):
+        raise ValueError(f"index lengths differ: {(ia.numel(), ib.numel(), ic.numel())}")
+    return _EdgeTrilinear.apply(a, b, c, ia, ib, ic, n_heads, chunk)
+
+
+class _WeightedRelationalAggregate(torch.autograd.Function):
+    """``out[h, j] = sum_e w[e, head(j)] * rel[r_e, j] * x[t_e, j]``; gradients to x, rel and w."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, rel: Tensor, w: Tensor, heads: Tensor, tails: Tensor, rels: Tensor, n_out: int,
+                chunk: int) -> Tensor:
+        x, rel, w = x.detach(), rel.detach(), w.detach()
+        n_heads = w.shape[1]
+        dh = _head_slices(x.shape[1], n_heads)
+        out = x.new_zeros(n_out, x.shape[1])
+        for s in range(0, heads.numel(), chunk):
+            e = slice(s, s + chunk)
+            msg = x.index_select(0, tails[e]).mul_(rel.index_select(0, rels[e]))
+            out.index_add_(0, heads[e], msg.mul_(w[e].repeat_interleave(dh, dim=1)))
+        ctx.save_for_backward(x, rel, w, heads, tails, rels)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, rel, w, heads, tails, rels = ctx.saved_tensors
+        need_x, need_rel, need_w = ctx.needs_input_grad[:3]
+        n_heads = w.shape[1]
+        dh = x.shape[1] // n_heads
+        grad_x = torch.zeros_like(x) if need_x else None
+        grad_rel = torch.zeros_like(rel) if need_rel else None
+        grad_w = torch.zeros_like(w) if need_w else None
+        grad = grad.contiguous()
+        for s in range(0, heads.numel(), ctx.chunk):
+            e = slice(s, s + ctx.chunk)
+            g = grad.index_select(0, heads[e])  # (c, d)
+            xt, xr = x.index_select(0, tails[e]), rel.index_select(0, rels[e])
+            if need_w:
+                grad_w[e] = (g * xt * xr).view(-1, n_heads, dh).sum(-1)
+            if need_x or need_rel:
+                g = g.mul_(w[e].repeat_interleave(dh, dim=1))
+                if need_x:
+                    grad_x.index_add_(0, tails[e], g * xr)
+                if need_rel:
+                    grad_rel.index_add_(0, rels[e], g * xt)
+        return grad_x, grad_rel, grad_w, None, None, None, None, None
+
+
+def weighted_relational_aggregate(heads: Tensor, tails: Tensor, rels: Tensor, weights: Tensor, x: Tensor,
+                                  rel_emb: Tensor, n_out: int, chunk: int = 1 << 16) -> Tensor:
+    """``out[h] = sum_{(h,r,t)} w_e ⊙ (e_r ⊙ x_t)`` with per-edge weights that may carry gradient.
+
+    ``weights`` (E,) or (E, H): with H heads, head ``k``'s weight scales columns
+    ``k*d/H .. (k+1)*d/H`` (multi-head attention over relation-aware messages, KGRec's
+    ``shared_layer_agg``); a 0/1 mask divided by the kept degree gives a masked mean (KRDN).
+    Chunked like :func:`relational_aggregate`: no |edges| x d tensor is kept. Returns (n_out, d)."""
+    heads, tails, rels = heads.reshape(-1).long(), tails.reshape(-1).long(), rels.reshape(-1).long()
+    w = weights.reshape(heads.numel(), -1).to(x.dtype)
+    if not (heads.numel() == tails.numel() == rels.numel()):
+        raise ValueError(f"heads/tails/rels differ in length: {(heads.numel(), tails.numel(), rels.numel())}")
+    return _WeightedRelationalAggregate.apply(x, rel_emb, w, heads, tails, rels, n_out, chunk)
