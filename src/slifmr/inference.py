@@ -201,9 +201,8 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
     """
     import hydra
 
-    from slifmr.callbacks.self_loop import SelfLoopCallback
     from slifmr.config import register_resolvers
-    from slifmr.graphs.knn import laplacian_normalize
+    from slifmr.runner import instantiate_callbacks
 
     register_resolvers()
     run_dir = Path(run_dir)
@@ -220,17 +219,20 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
         target = ckpt.get("slifmr_model_class") or cfg.model._target_
         model = hydra.utils.get_class(target)(**ckpt["hyper_parameters"])
         model.load_state_dict(ckpt["state_dict"])
-        graph = SelfLoopCallback.test_graph(ckpt)
     else:
         model = hydra.utils.instantiate(cfg.model, meta=datamodule.meta, _convert_="all")
         if any(p.requires_grad for p in model.parameters()):
             raise FileNotFoundError(f"no checkpoint at {ckpt_path}: the run did not save one (or pass checkpoint=)")
-        ckpt_path, graph = None, None  # a model without weights (Pop) needs none
+        ckpt_path, ckpt = None, None  # a model without weights (Pop) needs none
     if model.meta["n_users"] != datamodule.meta["n_users"] or model.meta["n_items"] != datamodule.meta["n_items"]:
         raise DataError(f"the checkpoint was trained on {model.meta['n_users']} users x {model.meta['n_items']} items, "
                         f"but the dataset now has {datamodule.meta['n_users']} x {datamodule.meta['n_items']}",
                         str(datamodule.path))
-    datamodule.graphs.set_item_graph(None if graph is None else laplacian_normalize(graph))
+    if ckpt is not None:
+        # the run's own callbacks put back the graphs they changed, as on_test_start does in trainer.test
+        for cb in instantiate_callbacks(cfg.get("callbacks")):
+            if hasattr(cb, "restore_test_graph"):
+                cb.restore_test_graph(ckpt, datamodule.graphs)
     model.attach(datamodule.graphs)
     model.eval()
     return LoadedRun(run_dir, cfg, model, datamodule, ckpt_path).to(device)

@@ -133,22 +133,22 @@ class SelfLoopCallback(pl.Callback):
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Test a checkpoint with the graph that was in force when it was validated."""
-        if not self.enabled:
-            return
         path = getattr(trainer, "ckpt_path", None)
-        if path:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            state = ckpt.get("callbacks", {}).get(self.state_key)
-            if state is not None:
-                self._push(trainer, self._graph(state, "eval"))
+        dm = getattr(trainer, "datamodule", None)
+        if path and getattr(dm, "graphs", None) is not None:
+            self.restore_test_graph(torch.load(path, map_location="cpu", weights_only=True), dm.graphs)
 
-    @classmethod
-    def test_graph(cls, checkpoint: dict) -> Tensor | None:
-        """The raw (I, I) graph a loaded ``checkpoint`` was validated (and is tested) with, or None
-        (no self-loop state, or no refresh before that epoch): what ``on_test_start`` pushes,
-        for code that uses a checkpoint outside ``trainer.test`` (slifmr.inference)."""
-        state = checkpoint.get("callbacks", {}).get(cls.__qualname__)
-        return None if state is None else cls._graph(state, "eval")
+    def restore_test_graph(self, checkpoint: dict, graphs) -> bool:
+        """Put into ``graphs`` (a GraphStore) the graph a loaded ``checkpoint`` was validated with,
+        as this callback's settings inject it; True if there was one. ``on_test_start`` uses it,
+        and so does code that uses a checkpoint outside ``trainer.test`` (slifmr.inference)."""
+        if not self.enabled:
+            return False
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        graph = None if state is None else self._graph(state, "eval")
+        if graph is not None:
+            graphs.set_item_graph(graph, self.a_block)
+        return graph is not None
 
     @staticmethod
     def _graph(state: dict, which: str) -> Tensor | None:
