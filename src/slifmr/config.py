@@ -35,7 +35,14 @@ def run_name() -> str | None:
     return (hc.job.get("override_dirname") or None) if hc is not None else None
 
 
+def first(value, default):
+    """``value`` unless it is null or empty, else ``default`` (the run dir: ``resume`` or a new one)."""
+    return default if value in (None, "") else value
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("slifmr.first"):
+        OmegaConf.register_new_resolver("slifmr.first", first)
     if not OmegaConf.has_resolver("slifmr.embedded"):
         OmegaConf.register_new_resolver("slifmr.embedded", embedded_path)
     if not OmegaConf.has_resolver("slifmr.sweep_group"):

@@ -10,34 +10,46 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig
 
+from slifmr.checkpoints import CLASS_KEY, AtomicCheckpointIO, CheckpointError, check_data, read_checkpoint, \
+    stored_fingerprint
 from slifmr.config import register_resolvers
 from slifmr.callbacks.self_loop import SelfLoopCallback
-from slifmr.runner import finish_loggers, instantiate_loggers, print_metrics
+from slifmr.runner import finish_loggers, instantiate_loggers, print_metrics, report_errors
 
 register_resolvers()
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.dataset)
+    ckpt = read_checkpoint(cfg.ckpt_path)  # first: weights only, nothing in the file runs
+    datamodule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
     datamodule.setup("test")
-    ckpt = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)
+    check_data(stored_fingerprint(ckpt), cfg.ckpt_path, datamodule.fingerprint)
     # the checkpoint names its class (RecModel.on_save_checkpoint), so `model=` need not match
-    target = ckpt.get("slifmr_model_class") or ckpt["hyper_parameters"].get("_target_") or cfg.model._target_
-    model_cls = hydra.utils.get_class(target)
-    model = model_cls.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")
-    if model.meta["n_items"] != datamodule.meta["n_items"] or model.meta["n_users"] != datamodule.meta["n_users"]:
-        raise ValueError(
-            f"checkpoint {cfg.ckpt_path} was trained on {model.meta['n_users']} users x {model.meta['n_items']} "
-            f"items, but dataset '{datamodule.name}' has {datamodule.meta['n_users']} x {datamodule.meta['n_items']}"
-        )
-    loggers = instantiate_loggers(cfg.get("logger"), cfg)
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=[SelfLoopCallback()])
+    target = ckpt.get(CLASS_KEY) or ckpt["hyper_parameters"].get("_target_") or cfg.model._target_
+    if not str(target).startswith("slifmr.") and target != cfg.model.get("_target_"):  # imports run code
+        raise CheckpointError(f"names model class '{target}', which is not a slifmr model "
+                              "(set model._target_ to it to load it anyway)", cfg.ckpt_path)
     try:
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False)
+        model_cls = hydra.utils.get_class(target)
+    except (ImportError, ValueError) as exc:
+        raise CheckpointError(f"names model class '{target}', which cannot be imported: {exc}", cfg.ckpt_path) from exc
+    try:
+        model = model_cls.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
+    except (KeyError, TypeError, RuntimeError) as exc:  # hyper-parameters or weights do not fit the class
+        raise CheckpointError(f"cannot rebuild {target} from it: {type(exc).__name__}: {exc}", cfg.ckpt_path) from exc
+    if model.meta["n_items"] != datamodule.meta["n_items"] or model.meta["n_users"] != datamodule.meta["n_users"]:
+        raise CheckpointError(
+            f"was trained on {model.meta['n_users']} users x {model.meta['n_items']} items, but dataset "
+            f"'{datamodule.name}' has {datamodule.meta['n_users']} x {datamodule.meta['n_items']}", cfg.ckpt_path)
+    loggers = instantiate_loggers(cfg.get("logger"), cfg)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=[SelfLoopCallback()],
+                                      plugins=[AtomicCheckpointIO()])
+    try:
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False,
+                               weights_only=True)
         metrics = {k: float(v) for k, v in results[0].items()}
         print_metrics(metrics, prefix="test/")
         return metrics
@@ -47,7 +59,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="pkg://slifmr.conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    with report_errors():
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -179,14 +179,6 @@ class LoadedRun:
         return {key: float(v) for key, v in metrics.compute().items()}
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's tensors and plain values; never unpickles objects."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- re-raised with the file named
-        raise DataError(f"cannot read checkpoint: {e}", str(path)) from e
-
-
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: str | torch.device | None = "cpu",
              data_dir: str | Path | None = None) -> LoadedRun:
     """Rebuild a trained run as it was tested.
@@ -201,6 +193,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
     """
     import hydra
 
+    from slifmr.checkpoints import check_data, read_checkpoint, stored_fingerprint
     from slifmr.config import register_resolvers
     from slifmr.runner import instantiate_callbacks
 
@@ -215,7 +208,8 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
 
     ckpt_path = Path(checkpoint) if checkpoint is not None else run_dir / CHECKPOINT
     if ckpt_path.is_file():
-        ckpt = _load_checkpoint(ckpt_path)
+        ckpt = read_checkpoint(ckpt_path)  # weights only; a broken or foreign file is a named error
+        check_data(stored_fingerprint(ckpt), ckpt_path, datamodule.fingerprint)
         target = ckpt.get("slifmr_model_class") or cfg.model._target_
         model = hydra.utils.get_class(target)(**ckpt["hyper_parameters"])
         model.load_state_dict(ckpt["state_dict"])

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+from collections.abc import Iterator
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -44,3 +48,31 @@ def print_metrics(metrics: dict[str, float], prefix: str) -> None:
         return
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v:.4f}" for k, v in rows))
+
+
+def _slifmr_error(exc: BaseException) -> BaseException | None:
+    """The DataError (bad input or configuration) behind ``exc``, if any: Hydra wraps the errors
+    a constructor raises in an InstantiationException."""
+    from slifmr.errors import DataError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, DataError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextlib.contextmanager
+def report_errors() -> Iterator[None]:
+    """Bad input ends a run with one line on stderr and exit status 2, not a traceback; bugs keep
+    theirs. ``HYDRA_FULL_ERROR=1`` or ``SLIFMR_DEBUG=1`` keep the full traceback for both."""
+    try:
+        yield
+    except Exception as exc:
+        err = _slifmr_error(exc)
+        if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("SLIFMR_DEBUG") == "1":
+            raise
+        print(f"error: {err}  (SLIFMR_DEBUG=1 shows the traceback)", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

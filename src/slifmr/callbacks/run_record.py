@@ -11,8 +11,9 @@ Phases (seconds, summed over the run):
 - ``validation`` and ``test``: the evaluation loops (full ranking + metrics);
 - ``fit``: the whole of ``trainer.fit`` (so fit minus the above = checkpointing, hooks, logging).
 
-The callback keeps no checkpoint state on purpose: Lightning restores callback state when a
-checkpoint is tested, which would replace this run's timings by the checkpoint's.
+The history and timings go into every checkpoint and come back only when training resumes
+(``on_load_checkpoint`` while fitting), so a resumed run's record holds the whole run; testing
+a checkpoint (Lightning restores callback state then too) keeps this run's own values.
 """
 
 from __future__ import annotations
@@ -60,6 +61,21 @@ class RunRecordCallback(pl.Callback):
             if value is not None:
                 self.seconds["self_loop_refresh"] += float(value)
             self._refreshes_seen = n
+
+    # -- resume -------------------------------------------------------------------------------------
+    STATE_KEY = "slifmr_run_record"
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint[self.STATE_KEY] = {"val_history": list(self.val_history), "epochs_run": self.epochs_run,
+                                      "seconds": dict(self.seconds)}
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        state = checkpoint.get(self.STATE_KEY)
+        if state is None or trainer.state.fn != "fit":
+            return
+        self.val_history = [dict(h) for h in state["val_history"]]
+        self.epochs_run = int(state["epochs_run"])
+        self.seconds = defaultdict(float, state["seconds"])
 
     # -- fit ----------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from slifmr.checkpoints import read_checkpoint
 from slifmr.graphs.knn import knn_adjacency
 from slifmr.graphs.self_loop import check_a_block, interaction_graph, item_block_share
 from slifmr.graphs.similarity import degree_gini, edge_jaccard, edge_overlap
@@ -136,7 +137,7 @@ class SelfLoopCallback(pl.Callback):
         path = getattr(trainer, "ckpt_path", None)
         dm = getattr(trainer, "datamodule", None)
         if path and getattr(dm, "graphs", None) is not None:
-            self.restore_test_graph(torch.load(path, map_location="cpu", weights_only=True), dm.graphs)
+            self.restore_test_graph(read_checkpoint(path), dm.graphs)  # weights only: nothing in the file runs
 
     def restore_test_graph(self, checkpoint: dict, graphs) -> bool:
         """Put into ``graphs`` (a GraphStore) the graph a loaded ``checkpoint`` was validated with,

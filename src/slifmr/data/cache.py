@@ -1,26 +1,43 @@
-"""Content-addressed cache of prepared datasets, written atomically.
+"""Content-addressed cache of prepared datasets, written atomically, healing itself.
 
-The key hashes the bytes of every input file and the preparation settings, so editing a file
-or a setting can never serve a stale split.
+The key hashes the bytes of every file the reader reads and the preparation settings, so
+editing a file or a setting can never serve a stale split. An entry that cannot be read
+(truncated, not a zip) is reported and rebuilt; temporary files left by killed writes are swept.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
+import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from slifmr.data.dataset import RecDataset
+from slifmr.errors import DataError
+
+log = logging.getLogger(__name__)
+
+STARTED = time.time()  # this process's start (about): temporary files older than it are stale
+STALE_GRACE_S = 60.0  # ... by this margin, so a write another job began just before is left alone
+
+
+class CorruptCacheEntry(DataError):
+    """A cache file that exists but cannot be read back."""
 
 
 def file_digest(path: Path, h: "hashlib._Hash") -> None:
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise DataError(f"cannot read dataset file ({exc.strerror or exc})", path) from exc
 
 
 def cache_key(inputs: list[Path], settings: dict) -> str:
@@ -32,9 +49,21 @@ def cache_key(inputs: list[Path], settings: dict) -> str:
     return h.hexdigest()
 
 
-def input_files(path: Path) -> list[Path]:
-    """The files a reader may read: every regular file directly in the dataset directory."""
-    return sorted(p for p in Path(path).iterdir() if p.is_file())
+def sweep_stale(cache_dir: Path, before: float | None = None) -> list[Path]:
+    """Remove ``*.tmp`` files in ``cache_dir`` last written before ``before`` (default: this
+    process's start minus a grace margin): leftovers of killed writes. Returns what was removed."""
+    before = STARTED - STALE_GRACE_S if before is None else before
+    removed = []
+    for p in Path(cache_dir).glob("*.tmp"):
+        try:
+            if p.is_file() and p.stat().st_mtime < before:
+                p.unlink()
+                removed.append(p)
+        except OSError:  # another process removed or renamed it meanwhile
+            continue
+    if removed:
+        log.warning("removed %d stale temporary file(s) of killed cache writes in %s", len(removed), cache_dir)
+    return removed
 
 
 def save(ds: RecDataset, target: Path) -> None:
@@ -65,6 +94,14 @@ def save(ds: RecDataset, target: Path) -> None:
 
 
 def load(path: Path) -> RecDataset:
+    """A cached dataset; :class:`CorruptCacheEntry` when the file cannot be read back."""
+    try:
+        return _load(path)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise CorruptCacheEntry(f"corrupt dataset cache entry ({type(exc).__name__}: {exc})", path) from exc
+
+
+def _load(path: Path) -> RecDataset:
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
         return RecDataset(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader
 from slifmr.data import cache
 from slifmr.data.dataset import RecDataset
 from slifmr.data.expected import compare_counts, warn_mismatch
-from slifmr.data.formats import read_dataset
+from slifmr.data.formats import read_dataset, reader_inputs
 from slifmr.data.graph_store import GraphStore
 from slifmr.data.noise import NoiseConfig
 from slifmr.data.pipeline import build_rec_dataset
@@ -73,6 +74,7 @@ class RecDataModule(pl.LightningDataModule):
         self.noise = dict(noise or {})
         self.expected = dict(expected or {})  # known-target counts (paper Table I); mismatch = loud warning
         self.data: RecDataset | None = None
+        self.fingerprint: dict | None = None  # what data + split this is (set by load(); saved in checkpoints)
         self.graphs: GraphStore | None = None
         self._train: BPRBatches | None = None
         self._ranking_sets: dict[tuple[str, int, int], RankingBatches] = {}
@@ -85,11 +87,14 @@ class RecDataModule(pl.LightningDataModule):
             "valid_ratio": self.valid_ratio, "split_seed": self.split_seed, "version": 1,
         }
 
-    def _build(self) -> RecDataset:
+    def _reader_options(self) -> dict:
         opts = dict(self.reader_options)
         if self.features is not None and self.format == "kgat":
             opts["features"] = self.features
-        raw = read_dataset(self.format, self.path, name=self.name, **opts)
+        return opts
+
+    def _build(self) -> RecDataset:
+        raw = read_dataset(self.format, self.path, name=self.name, **self._reader_options())
         if self.features is not None:
             missing = [f for f in self.features if f not in raw.features]
             if missing:
@@ -100,16 +105,46 @@ class RecDataModule(pl.LightningDataModule):
             raw.feature_masks = {k: raw.feature_masks[k] for k in self.features}
         return build_rec_dataset(raw, self.kcore, self.split, self.ratios, self.valid_ratio, self.split_seed)
 
+    def _fingerprint(self, key: str) -> dict:
+        """Plain (JSON-able, so checkpoints stay weights-only) description of the data and split:
+        the cache key (input bytes + split settings) decides, the rest is for messages."""
+        noisy = {k: v for k, v in self.noise.items() if k != "seed" and v}
+        noise = {**noisy, "seed": self.noise.get("seed", 0)} if noisy else {}
+        settings = {k: v for k, v in self._settings().items() if k in ("split", "split_seed", "ratios", "kcore")}
+        fp = {"dataset": self.name, "path": str(self.path), "key": key, "noise": noise, **settings}
+        return json.loads(json.dumps(fp, default=str))
+
+    # Lightning saves this in every checkpoint and hands it back on resume / test
+    def state_dict(self) -> dict:
+        return {"fingerprint": self.fingerprint}
+
+    def load_state_dict(self, state: dict) -> None:
+        from slifmr.checkpoints import check_data
+
+        path = getattr(self.trainer, "ckpt_path", None) if self.trainer is not None else None
+        check_data(state.get("fingerprint"), path or "<checkpoint>", self.fingerprint)
+
     def load(self) -> RecDataset:
-        """Read (or fetch from the cache) the filtered, split dataset."""
+        """Read (or fetch from the cache) the filtered, split dataset; sets :attr:`fingerprint`."""
+        if self.path.exists() and not self.path.is_dir():
+            raise DataError(f"dataset '{self.name}': dataset.path must be a directory, but it is a file "
+                            f"(set dataset.path to the directory that holds it)", self.path)
         if not self.path.is_dir():
             raise DataError(f"dataset '{self.name}': directory not found: {self.path} (set dataset.path)")
+        inputs = reader_inputs(self.format, self.path, name=self.name, **self._reader_options())
+        key = cache.cache_key(inputs, self._settings())
+        self.fingerprint = self._fingerprint(key)
         if self.cache_dir is None:
             return self._build()
-        key = cache.cache_key(cache.input_files(self.path), self._settings())
         target = self.cache_dir / f"{self.name}-{key}.npz"
+        if self.cache_dir.is_dir():
+            cache.sweep_stale(self.cache_dir)
         if target.exists():
-            return cache.load(target)
+            try:
+                return cache.load(target)
+            except cache.CorruptCacheEntry as exc:
+                log.warning("%s; rebuilding it", exc)
+                target.unlink(missing_ok=True)
         ds = self._build()
         cache.save(ds, target)
         return ds

@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from slifmr.data.dataset import RawDataset
-from slifmr.data.formats.kgat import read_kgat
-from slifmr.data.formats.mmrec import read_mmrec
-from slifmr.data.formats.recbole import read_recbole
+from slifmr.data.formats.kgat import kgat_inputs, read_kgat
+from slifmr.data.formats.mmrec import mmrec_inputs, read_mmrec
+from slifmr.data.formats.recbole import read_recbole, recbole_inputs
 from slifmr.errors import DataError
 
 FORMATS: tuple[str, ...] = ("kgat", "recbole", "mmrec")
 
 _READERS: dict[str, Callable[..., RawDataset]] = {"kgat": read_kgat, "recbole": read_recbole, "mmrec": read_mmrec}
+_INPUTS: dict[str, Callable[..., list[Path]]] = {"kgat": kgat_inputs, "recbole": recbole_inputs, "mmrec": mmrec_inputs}
 
 
 def read_dataset(fmt: str, path: str | Path, name: str | None = None, **options: Any) -> RawDataset:
@@ -32,4 +33,13 @@ def read_dataset(fmt: str, path: str | Path, name: str | None = None, **options:
     return reader(path, name=name, **options)
 
 
-__all__ = ["FORMATS", "read_dataset", "read_kgat", "read_mmrec", "read_recbole"]
+def reader_inputs(fmt: str, path: str | Path, name: str | None = None, **options: Any) -> list[Path]:
+    """The files the reader of ``fmt`` would read with these options (those that exist): the
+    dataset cache hashes exactly these, so an unrelated or unreadable file nearby is ignored."""
+    inputs = _INPUTS.get(str(fmt).lower())
+    if inputs is None:
+        raise DataError(f"unknown dataset format '{fmt}'; allowed: {', '.join(FORMATS)}")
+    return inputs(path, name=name, **options)
+
+
+__all__ = ["FORMATS", "read_dataset", "reader_inputs", "read_kgat", "read_mmrec", "read_recbole"]

@@ -89,6 +89,19 @@ def read_kgat(path: str | Path, name: str | None = None, features: list[str] | N
     )
 
 
+LIST_FILES = ("user_list.txt", "item_list.txt", "entity_list.txt", "relation_list.txt")
+
+
+def kgat_inputs(path: str | Path, name: str | None = None, features: list[str] | None = None) -> list[Path]:
+    """The files :func:`read_kgat` reads (that exist): what the dataset cache hashes."""
+    directory = dataset_dir(path)
+    names = ["train.txt", "valid.txt", "test.txt", "kg_final.txt", *LIST_FILES]
+    wanted = feature_files(directory) if features is None else {f: directory / f"{f}_feat.npy" for f in features}
+    for feat in wanted.values():
+        names += [feat.name, feat.name[: -len("_feat.npy")] + "_mask.npy"]
+    return [directory / n for n in names if (directory / n).is_file()]
+
+
 def _read_interactions(
     path: Path, user_list: np.ndarray | None, item_list: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -165,8 +178,11 @@ def _read_kg(
 def _read_list(path: Path) -> np.ndarray | None:
     """Original ids indexed by remap id from an ``org_id remap_id ...`` file, or None if absent.
 
-    The header line is recognised by a non-integer second field. Yelp2018's item_list has
-    the remap id glued to the business id (``abc 0abc``); the org id is then the first field.
+    The header line is recognised by a non-integer second field. A row as wide as the header
+    has its remap id in the header's ``remap_id`` column. Any other row (KGAT's amazon-book
+    entity_list has names with spaces and quotes, ``\"\"\"I Love You 25708``, and an empty name,
+    `` 30181``) has it in its last integer field, the name being everything before it. Yelp2018's
+    item_list glues the remap id to the business id (``abc 0abc``); the org id is then the first field.
     """
     if not path.is_file():
         return None
@@ -175,7 +191,8 @@ def _read_list(path: Path) -> np.ndarray | None:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text ({exc})", path) from exc
-    parsed = _read_list_fast(data, text)
+    text = text.removeprefix("\ufeff")
+    parsed = _read_list_fast(text)
     orgs, ids, lines = parsed if parsed is not None else _read_list_slow(path, text)
     n = len(ids)
     bad = np.flatnonzero((ids < 0) | (ids >= n))
@@ -197,59 +214,76 @@ def _read_list(path: Path) -> np.ndarray | None:
     return out
 
 
-def _read_list_fast(data: bytes, text: str) -> tuple[list[str], np.ndarray, np.ndarray] | None:
-    """One split for the whole file when every row has the same number of fields."""
-    first = text.split("\n", 1)[0].split()
-    skip = 1 if first and _remap_id(first) is None else 0
-    _, token_line, counts = token_layout(data, skip)
-    rows = np.flatnonzero(counts)
-    if len(rows) == 0:
-        return [], np.zeros(0, np.int64), np.zeros(0, np.int64)
-    width = int(counts[rows[0]])
-    if width < 2 or np.any(counts[rows] != width):
-        return None
-    body = text.split("\n", 1)[1] if skip else text
-    flat = body.split()
-    if len(flat) != len(token_line):  # unicode whitespace: let the slow path decide
+def _layout(rows: list[str]) -> tuple[int, int, int]:
+    """(lines to skip, width of a regular row, column of its remap id), from the header if any."""
+    first = next((k for k, r in enumerate(rows) if r.split()), None)
+    if first is None:
+        return len(rows), 2, 1
+    fields = rows[first].split()
+    if len(fields) >= 2 and _remap_id(fields[0], fields[1]) is not None:  # no header: org_id remap_id ...
+        return first, len(fields), 1
+    column = fields.index("remap_id") if "remap_id" in fields else 1
+    return first + 1, max(len(fields), 2), column
+
+
+def _read_list_fast(text: str) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    """One split for the whole file when every row is as wide as the header; None otherwise."""
+    rows = text.split("\n")
+    skip, width, column = _layout(rows)
+    body = rows[skip:]
+    flat = " ".join(body).split()
+    numbered = [k for k, r in enumerate(body) if r.strip()]
+    if len(flat) != width * len(numbered) or any(len(body[k].split()) != width for k in numbered):
         return None
     try:
-        ids = np.array(flat[1::width], dtype=np.int64)
+        ids = np.array(flat[column::width], dtype=np.int64)
     except (ValueError, OverflowError):  # glued, malformed or huge remap ids
         return None
-    return flat[0::width], ids, rows.astype(np.int64) + 1
+    return flat[0::width], ids, np.asarray(numbered, dtype=np.int64) + skip + 1
 
 
 def _read_list_slow(path: Path, text: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Row by row, for ragged or glued files; names the first malformed line."""
+    """Row by row, for ragged rows, names with spaces, empty names or glued ids; names the
+    first malformed line."""
+    rows = text.split("\n")
+    skip, width, column = _layout(rows)
     orgs: list[str] = []
     remaps: list[int] = []
     lines: list[int] = []
-    first = True
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in enumerate(rows[skip:], start=skip + 1):
         fields = line.split()
         if not fields:
             continue
-        remap = _remap_id(fields)
-        if first:
-            first = False
-            if remap is None:  # header
-                continue
-        if len(fields) < 2:
-            raise DataError("malformed line: expected 'org_id remap_id'", path, number)
+        org, remap = _parse_row(line, fields, width, column)
         if remap is None:
-            raise DataError(f"malformed line: remap_id '{fields[1]}' is not an integer", path, number)
+            raise DataError(f"malformed line: remap_id '{fields[min(column, len(fields) - 1)]}' is not an integer "
+                            "(expected 'org_id remap_id ...')", path, number)
         if remap > MAX_ID:
             raise DataError(f"remap_id {remap} is too large", path, number)
-        orgs.append(fields[0])
+        orgs.append(org)
         remaps.append(remap)
         lines.append(number)
     return orgs, np.asarray(remaps, dtype=np.int64), np.asarray(lines, dtype=np.int64)
 
 
-def _remap_id(fields: list[str]) -> int | None:
-    if len(fields) < 2:
-        return None
-    org, remap = fields[0], fields[1]
+def _parse_row(line: str, fields: list[str], width: int, column: int) -> tuple[str, int | None]:
+    """(org id, remap id or None) of one non-blank row."""
+    if len(fields) == width:
+        remap = _remap_id(fields[0] if column == 1 else " ".join(fields[:column]), fields[column])
+        if remap is not None:
+            return " ".join(fields[:column]), remap
+    if len(fields) >= 2 and not is_integer_token(fields[1]):
+        remap = _remap_id(fields[0], fields[1])  # glued (Yelp2018), maybe without its trailing columns
+        if remap is not None:
+            return fields[0], remap
+    for k in range(len(fields) - 1, -1, -1):  # a name with spaces, or none: the last integer field
+        if is_integer_token(fields[k]):
+            parts = line.strip().rsplit(None, len(fields) - k)  # the name as written, inner spacing kept
+            return (parts[0] if len(parts) > len(fields) - k else ""), int(fields[k])
+    return fields[0], None
+
+
+def _remap_id(org: str, remap: str) -> int | None:
     if is_integer_token(remap):
         return int(remap)
     if len(remap) > len(org) and remap.endswith(org) and is_integer_token(remap[: -len(org)]):

@@ -91,6 +91,15 @@ def read_mmrec(
     )
 
 
+def mmrec_inputs(path: str | Path, name: str | None = None, **_: object) -> list[Path]:
+    """The files :func:`read_mmrec` reads (that exist): what the dataset cache hashes."""
+    directory = dataset_dir(path)
+    files = [_inter_file(directory, name)]
+    for feat in feature_files(directory).values():
+        files += [feat, feat.with_name(feat.name[: -len("_feat.npy")] + "_mask.npy")]
+    return [p for p in files if p.is_file()]
+
+
 def _inter_file(directory: Path, name: str | None) -> Path:
     """``<name>.inter``; without a name the directory's name, else its only ``.inter`` file."""
     if name is not None:

@@ -68,6 +68,17 @@ def read_recbole(path: str | Path, name: str | None = None) -> RawDataset:
     )
 
 
+def recbole_inputs(path: str | Path, name: str | None = None) -> list[Path]:
+    """The files :func:`read_recbole` reads (that exist): what the dataset cache hashes."""
+    given = Path(path).expanduser()
+    if given.suffix == ".inter" and given.is_file():
+        directory, name = given.parent, name or given.stem
+    else:
+        directory = dataset_dir(given)
+        name = name or directory.name
+    return [p for p in (directory / f"{name}{s}" for s in (".inter", ".kg", ".link")) if p.is_file()]
+
+
 def read_atomic(path: Path, required: list[str]) -> tuple[dict[str, list[str]], np.ndarray]:
     """The ``required`` columns of an atomic file as token lists, and each row's 1-based line."""
     data = read_bytes(path)
