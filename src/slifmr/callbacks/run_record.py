@@ -36,6 +36,7 @@ class RunRecordCallback(pl.Callback):
         self.monitor, self.mode = monitor, mode
         self.seconds: dict[str, float] = defaultdict(float)
         self.val_history: list[dict[str, Any]] = []  # {"epoch": e, "recall@20": ..., ...} per validation
+        self.self_loop_history: list[dict[str, Any]] = []  # {"epoch": e, "g_share": ..., ...} per refresh
         self.epochs_run = 0
         self._mark: float | None = None  # end of the last timed train event
         self._starts: dict[str, float] = {}
@@ -52,7 +53,8 @@ class RunRecordCallback(pl.Callback):
 
     def _collect_refreshes(self, trainer: pl.Trainer) -> None:
         """Add the self-loop refresh time logged since the last look (one refresh per epoch at
-        most, detected by the callback's refresh counter so a stale logged value is not re-added)."""
+        most, detected by the callback's refresh counter so a stale logged value is not re-added),
+        and that refresh's statistics (share of G in A, overlap, ...) to ``self_loop_history``."""
         for cb in trainer.callbacks:
             n = getattr(cb, "n_refreshes", None)
             if n is None or n <= self._refreshes_seen:
@@ -60,6 +62,9 @@ class RunRecordCallback(pl.Callback):
             value = trainer.callback_metrics.get(REFRESH_KEY)
             if value is not None:
                 self.seconds["self_loop_refresh"] += float(value)
+            stats = {k[len("self_loop/"):]: float(v) for k, v in trainer.callback_metrics.items()
+                     if k.startswith("self_loop/") and k != REFRESH_KEY}
+            self.self_loop_history.append({"epoch": int(getattr(cb, "last_refresh_epoch", -1)), **stats})
             self._refreshes_seen = n
 
     # -- resume -------------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ models can be checked for recovering it):
   ``exp(P_u . Q_i / (sqrt(k) * temperature) + log popularity_i)``;
 * each item links in the KG to attribute entities drawn the same way from ``Q_i`` (so items
   sharing attributes have similar factors), plus ``kg_noise`` random triples;
-* each modality's features are ``Q @ W + noise``, with whole rows missing at a given rate.
+* each modality's features are ``Q @ W + noise``, with whole rows missing at a given rate;
+* ``side="noise"`` plants the KG and the features from *independent* item factors instead of
+  ``Q``: the same sizes, degree profile and cluster structure, but no information about the
+  interactions (the control arm of the side-information study, :func:`side_info_config`).
 
 It scales to the paper's Amazon-Book sizes (see :func:`amazon_book_scale`): the users x items
 score matrix is never materialised, only chunks of ``_CHUNK_ELEMS`` scores at a time.
@@ -58,6 +61,7 @@ class SyntheticConfig:
     missing_rate: dict[str, float] = field(default_factory=dict)  # modality -> fraction of rows absent
     kg_noise: float = 0.1  # fraction of random (non-planted) triples
     given_split: bool = False  # set RawDataset.split to a per-user 80/20 train/test split
+    side: str = "informative"  # informative: KG and features from Q | noise: from independent item factors
     seed: int = 0
 
 
@@ -90,6 +94,36 @@ def amazon_book_scale(seed: int = 0, **overrides: object) -> SyntheticConfig:
             raise DataError(f"amazon_book_scale: unknown SyntheticConfig field '{key}'")
         setattr(cfg, key, value)
     return cfg
+
+
+SIDES = ("informative", "noise")
+
+
+def side_info_config(per_user: int, side: str = "informative", n_users: int = 1000, n_items: int = 400,
+                     seed: int = 0, **overrides: object) -> SyntheticConfig:
+    """One member of the side-information family: ``per_user`` interactions per user on average
+    (every user's count drawn around it: activity_skew 0), KG and features informative or noise.
+    The planted factors, KG and features do not depend on ``per_user`` (their streams are apart),
+    so the family differs only in how many interactions each user has."""
+    if side not in SIDES:
+        raise DataError(f"synthetic: side must be one of {SIDES}, got '{side}'")
+    if per_user < 3:
+        raise DataError(f"synthetic: per_user must be >= 3 (one train, one valid, one test), got {per_user}")
+    cfg = SyntheticConfig(n_users=n_users, n_items=n_items, n_interactions=int(per_user) * n_users,
+                          activity_skew=0.0, side=side, seed=seed)
+    for key, value in overrides.items():
+        if not hasattr(cfg, key):
+            raise DataError(f"side_info_config: unknown SyntheticConfig field '{key}'")
+        setattr(cfg, key, value)
+    return cfg
+
+
+def side_factors(cfg: SyntheticConfig, lat: Latents) -> np.ndarray:
+    """(n_items, k) the item factors the KG and features are planted from: ``Q`` itself, or, for
+    ``side="noise"``, independent factors of the same distribution (own stream)."""
+    if cfg.side == "informative":
+        return lat.Q
+    return _rng(cfg, 5).standard_normal(lat.Q.shape, dtype=np.float32)
 
 
 def _rng(cfg: SyntheticConfig, stream: int, sub: int = 0) -> np.random.Generator:
@@ -310,7 +344,7 @@ def _kg(cfg: SyntheticConfig, lat: Latents) -> np.ndarray:
     D = rng.standard_normal((cfg.latent_dim, n_attr), dtype=np.float32) * scale
     counts = np.minimum(rng.poisson(cfg.triples_per_item * (1 - cfg.kg_noise), n_items), n_attr)
     no_bias, none = np.zeros(n_attr, np.float32), np.zeros(0, np.int64)
-    heads, tails = _sample_distinct(rng, lat.Q, D, no_bias, counts, none)
+    heads, tails = _sample_distinct(rng, side_factors(cfg, lat), D, no_bias, counts, none)
     n_noise = int(round(cfg.kg_noise * n_items * cfg.triples_per_item))
     heads = np.concatenate([heads, rng.integers(0, n_items, n_noise)])
     tails = np.concatenate([tails, rng.integers(0, n_attr, n_noise)])
@@ -325,6 +359,7 @@ def _features(cfg: SyntheticConfig, lat: Latents) -> tuple[dict[str, np.ndarray]
     feats: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray] = {}
     n, k = cfg.n_items, cfg.latent_dim
+    Q = side_factors(cfg, lat)
     for j, name in enumerate(sorted(cfg.feature_dims)):
         d = cfg.feature_dims[name]
         rng = _rng(cfg, 3, j)
@@ -334,7 +369,7 @@ def _features(cfg: SyntheticConfig, lat: Latents) -> tuple[dict[str, np.ndarray]
         noise = np.empty((min(step, n), d), dtype=np.float32)
         for s in range(0, n, step):
             e = min(n, s + step)
-            np.matmul(lat.Q[s:e], W, out=out[s:e])
+            np.matmul(Q[s:e], W, out=out[s:e])
             rng.standard_normal(out=noise[: e - s], dtype=np.float32)
             noise[: e - s] *= np.float32(cfg.feature_noise)
             out[s:e] += noise[: e - s]
@@ -370,6 +405,8 @@ def _validate(cfg: SyntheticConfig) -> None:
         )
     if cfg.n_attributes and not 1 <= cfg.n_relations <= cfg.n_attributes:
         raise DataError("synthetic: need 1 <= n_relations <= n_attributes")
+    if cfg.side not in SIDES:
+        raise DataError(f"synthetic: side must be one of {SIDES}, got '{cfg.side}'")
     if cfg.temperature <= 0 or not 0 <= cfg.kg_noise <= 1:
         raise DataError("synthetic: temperature must be > 0 and kg_noise in [0, 1]")
     for name, rate in cfg.missing_rate.items():

@@ -37,6 +37,9 @@ class RecModel(pl.LightningModule):
         self.test_metrics = RankingMetrics(self.topk, prefix="test/", collect_per_user=True)
         self.test_per_user: dict[str, Tensor] | None = None  # per-user test values, for paired tests
         self._eval_cache: tuple[Tensor, Tensor] | None = None
+        self._view_cache: dict[str, Tensor] = {}  # name -> (I, d) item embeddings of diagnostics()
+        self._diag_logs: dict[str, Tensor] = {}
+        self.view_metrics = nn.ModuleDict()  # name -> RankingMetrics of a view, made on first use
         self.graphs = None  # the DataModule's GraphStore, attached in setup()
 
     def init_id_embeddings(self, dim: int) -> None:
@@ -54,6 +57,13 @@ class RecModel(pl.LightningModule):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Training losses for one BPR batch; must contain the total under 'loss'."""
         raise NotImplementedError
+
+    def diagnostics(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Called once per validation, after :meth:`embeddings`: (item embeddings to score on their
+        own with the users of :meth:`embeddings`, name -> (I, d); extra values to log, ``val/`` key ->
+        scalar). SLIF-MR: each view of the fusion and its fusion weights, i.e. what each view is
+        worth alone and how much the fusion uses it. Nothing here."""
+        return {}, {}
 
     def score(self, users: Tensor, cache: tuple[Tensor, Tensor]) -> Tensor:
         """(B, I) scores of a chunk of users; dot product by default."""
@@ -82,32 +92,51 @@ class RecModel(pl.LightningModule):
         return losses["loss"]
 
     @torch.no_grad()
-    def _topk(self, batch: dict[str, Tensor], k: int) -> tuple[Tensor, Tensor]:
+    def _topk(self, batch: dict[str, Tensor], k: int,
+              cache: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """(top-k items (B, k), their scores (B, k)) of a ranking batch, its known items masked.
-        Evaluation and prediction share it, so recommendations are the lists the metrics score."""
-        if self._eval_cache is None:
-            self._eval_cache = self.embeddings()
-        scores = self.score(batch["users"], self._eval_cache).float()  # (B, I)
+        Evaluation and prediction share it, so recommendations are the lists the metrics score.
+        ``cache``: other (users, items) embeddings to rank with (a view alone); default the model's."""
+        if cache is None:
+            if self._eval_cache is None:
+                self._eval_cache = self.embeddings()
+            cache = self._eval_cache
+        scores = self.score(batch["users"], cache).float()  # (B, I)
         top = rank_topk(scores, batch["mask_rows"], batch["mask_cols"], k)  # masks scores in place
         return top, scores.gather(1, top)
 
-    def _rank(self, batch: dict[str, Tensor], metrics: RankingMetrics) -> None:
-        top, _ = self._topk(batch, self.topk[-1])
+    def _rank(self, batch: dict[str, Tensor], metrics: RankingMetrics,
+              cache: tuple[Tensor, Tensor] | None = None) -> None:
+        top, _ = self._topk(batch, self.topk[-1], cache)
         hits, n_rel = hits_from_topk(top, batch["gt_rows"], batch["gt_cols"], self.n_items)
         metrics.update(hits, n_rel, batch["users"])
 
     def on_validation_epoch_start(self) -> None:
         self._eval_cache = None
+        self._view_cache = {}
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._rank(batch, self.val_metrics)
+        if batch_idx == 0:
+            self._view_cache, self._diag_logs = self.diagnostics()
+        for name, items in self._view_cache.items():
+            if name not in self.view_metrics:
+                self.view_metrics[name] = RankingMetrics(self.topk, prefix=f"val/view_{name}/").to(self.device)
+            self._rank(batch, self.view_metrics[name], (self._eval_cache[0], items))
 
     def on_validation_epoch_end(self) -> None:
         # compute() already all-reduced the sums: every rank holds the same values, so Lightning's
         # sync_dist mean changes nothing (and it stops warning under DDP)
         self.log_dict(self.val_metrics.compute(), prog_bar=False, sync_dist=True)
         self.val_metrics.reset()
+        for name in self._view_cache:  # one view alone: only its Recall@20 is kept
+            m = self.view_metrics[name]
+            self.log_dict({k: v for k, v in m.compute().items() if k.endswith("/recall@20")}, sync_dist=True)
+            m.reset()
+        if self._diag_logs:
+            self.log_dict(self._diag_logs, sync_dist=True)
         self._eval_cache = None
+        self._view_cache, self._diag_logs = {}, {}
 
     def on_test_epoch_start(self) -> None:
         self._eval_cache = None

@@ -38,6 +38,7 @@ class SLIFMR(RecModel):
         kg_score_per_layer: bool = False,
         kg_attention_every: int = 1,
         prune_ratio: float | None = 0.7,
+        view_diagnostics: bool = True,
         consistency: dict | None = None,
         reg_weight: float = 1e-4,
         lr: float = 1e-3,
@@ -66,6 +67,8 @@ class SLIFMR(RecModel):
             raise ValueError(f"prune_ratio must be in [0, 1) or null, got {prune_ratio}")
         self.readout = readout
         self.prune_ratio = prune_ratio
+        self.view_diagnostics = view_diagnostics
+        self._last_eval: tuple[list[Tensor], Tensor | None] | None = None  # (views, fusion weights)
         self.use_kg = use_kg
         self.feature_input = feature_input
         self.reg_weight = reg_weight
@@ -116,14 +119,39 @@ class SLIFMR(RecModel):
             views.append(self.kg_encoder(x0, heads, tails, ptr, kg.structure)[: self.n_items])
         return bar_u, views
 
+    VIEW_NAMES = ("interaction", "feature", "kg")
+
+    def view_names(self) -> list[str]:
+        """Names of :meth:`views`' item views, in order (ablated ones left out)."""
+        return [n for n, on in zip(self.VIEW_NAMES, (True, self.use_mm, self.use_kg)) if on]
+
     def forward(self) -> tuple[Tensor, Tensor, list[Tensor]]:
         bar_u, views = self.views()
-        fused, _ = self.fusion(views)
+        fused, weights = self.fusion(views)
+        if not torch.is_grad_enabled():  # evaluation: kept for diagnostics() (no second forward)
+            self._last_eval = (views, weights)
         return bar_u, fused, views
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         bar_u, fused, _ = self.forward()
         return bar_u, fused
+
+    def diagnostics(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Each view alone (scored with x̄_u) and the fusion weight per view: its mean over items
+        and its spread (std over items); from the forward that :meth:`embeddings` just ran."""
+        if not self.view_diagnostics or self._last_eval is None:
+            return {}, {}
+        views, weights = self._last_eval
+        self._last_eval = None
+        if len(views) == 1:
+            return {}, {}  # the only view is the model itself
+        names = self.view_names()
+        logs: dict[str, Tensor] = {}
+        if weights is not None:  # (I, V)
+            for k, name in enumerate(names):
+                logs[f"val/fusion_weight/{name}"] = weights[:, k].mean()
+                logs[f"val/fusion_weight_std/{name}"] = weights[:, k].std()
+        return dict(zip(names, views)), logs
 
     @torch.no_grad()
     def item_representations(self) -> Tensor:
