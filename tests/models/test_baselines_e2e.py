@@ -12,11 +12,16 @@ from hydra_compose import make_cfg
 from slifmr.train import train
 
 
-@pytest.mark.parametrize("model", ["ngcf", "bm3", "freedom", "kgat", "kgin", "kgcl"])
+# a small denoiser keeps the diffusion models' epoch short (the default |E| -> 1000 -> |E| MLP is
+# the release's; nothing else changes)
+SMALL = {"diffmm": ["model.denoiser_dims=[32]"], "diffkg": ["model.denoiser_dims=[32]"]}
+
+
+@pytest.mark.parametrize("model", ["ngcf", "bm3", "freedom", "kgat", "kgin", "kgcl", "diffmm", "diffkg"])
 def test_baseline_trains_one_epoch_end_to_end(tmp_path, shared_data, model):
     cfg = make_cfg(tmp_path, ["dataset=ml-100k-kg-tiny", f"paths.data_dir={shared_data}", f"model={model}",
                               "trainer.max_epochs=1", "callbacks.progress_bar=null",
-                              "trainer.enable_progress_bar=false"])
+                              "trainer.enable_progress_bar=false", *SMALL.get(model, [])])
     metrics = train(cfg)
     for k in (10, 20, 50):
         for m in ("recall", "ndcg", "precision"):
