@@ -106,7 +106,7 @@ def main() -> None:
     out["generate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ds = build_rec_dataset(raw, kcore=0, split="random", ratios=(0.8, 0.1, 0.1), seed=0)
-    store = GraphStore(ds, knn_k=10, prune_ratio=0.0, seed=0)
+    store = GraphStore(ds, seed=0)
     store.interaction_adj()
     out["prepare_s"] = time.perf_counter() - t0
     del raw
@@ -138,15 +138,15 @@ def main() -> None:
         from slifmr.models.slifmr import SLIFMR
 
         t0 = time.perf_counter()
-        store.feature_knn()
+        store.feature_knn(10)
         out["feature_knn_build_s"] = time.perf_counter() - t0
         everies = [int(v) for v in args.kg_attention_every.split(",")]
         model = SLIFMR(meta, L=2, kg_attention_every=everies[0]).to(dev)
         model.attach(store)
-        cb = SelfLoopCallback(top_n=10)
+        cb = SelfLoopCallback()
 
         def refresh() -> None:
-            cb.raw = cb.build(model.item_representations())
+            cb.raw = cb.build(model.item_representations(), model.self_loop)
             store.set_item_graph(laplacian_normalize(cb.raw))
 
         refresh()  # inject once so the timed steps see the enhanced graphs (sim relation, G block)

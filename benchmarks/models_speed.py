@@ -114,9 +114,9 @@ def main() -> None:
     raw = generate(cfg)
     ds = build_rec_dataset(raw, kcore=0, split="random", ratios=(0.8, 0.1, 0.1), seed=0)
     del raw
-    store = GraphStore(ds, knn_k=10, prune_ratio=0.0, seed=0)
+    store = GraphStore(ds, seed=0)
     t0 = time.perf_counter()
-    store.feature_knn()  # built once per dataset (cached by the store); not part of an epoch
+    store.feature_knn(10)  # built once per dataset (cached by the store); not part of an epoch
     knn_s = time.perf_counter() - t0
     dm = _Data(ds, store)
     meta = {"n_users": ds.n_users, "n_items": ds.n_items, "n_entities": ds.n_entities,

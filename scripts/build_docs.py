@@ -26,7 +26,7 @@ METRICS = ["recall@20", "ndcg@20", "precision@20"]
 
 
 def _options(opts: str) -> dict[str, str]:
-    """``<!-- report:fig6_gamma x=consistency.gamma plot=sensitivity -->`` -> {"x": ..., "plot": ...}.
+    """``<!-- report:fig6_gamma x=model.consistency.gamma plot=sensitivity -->`` -> {"x": ..., "plot": ...}.
     Keys: ``metrics``, ``merge``, ``plot``, ``x``, ``summary=1`` (table only), ``baseline`` (a fixed row
     for %Imp and p, e.g. ``baseline=lightgcn``; written to ``studies/<study>/vs_<baseline>``)."""
     return dict(kv.split("=", 1) for kv in opts.split() if "=" in kv)

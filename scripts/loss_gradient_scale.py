@@ -1,11 +1,11 @@
 """Each SLIF-MR loss term's value and how hard it pulls on the item ID table, over the first steps.
 
     python scripts/loss_gradient_scale.py dataset=ml-100k-kg paths.data_dir=../shared/data
-    python scripts/loss_gradient_scale.py consistency.beta=0.1 --steps 60 --every 20
+    python scripts/loss_gradient_scale.py model.consistency.beta=0.1 --steps 60 --every 20
 
 Prints the BPR loss and ||d term / d item_emb|| for BPR, beta * inter (Eq. 19-20) and
 gamma * intra (Eq. 21-22) at the configured weights, and the ratio of each auxiliary term to BPR
-(``consistency.enabled=false`` leaves BPR alone: how fast BPR falls without the other terms). Why it exists: the
+(``model.consistency.enabled=false`` leaves BPR alone: how fast BPR falls without the other terms). Why it exists: the
 cosine-based consistency terms have gradients hundreds of times BPR's at initialisation (the
 mean-reduced BPR on small embeddings is tiny, the InfoNCE on normalised ones is not), so the
 paper's beta = 0.1 lets them steer Adam's steps; docs/results.md uses these figures to explain

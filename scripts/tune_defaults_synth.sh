@@ -19,6 +19,6 @@ mkdir -p "$out"
 run defaults
 run readout_residual model.readout=residual
 run prune_0 model.prune_ratio=0.0
-run beta_0.1 consistency.beta=0.1
-run gamma_1e-3 consistency.gamma=1e-3
+run beta_0.1 model.consistency.beta=0.1
+run gamma_1e-3 model.consistency.gamma=1e-3
 run prune_0.5 model.prune_ratio=0.5

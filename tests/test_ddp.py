@@ -139,7 +139,7 @@ def _run(module: str, run_dir: Path, shared_data: Path, cache: Path,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", [["model=lightgcn"], ["model=slifmr", "consistency.enabled=false"]],
+@pytest.mark.parametrize("model", [["model=lightgcn"], ["model=slifmr", "model.consistency.enabled=false"]],
                          ids=["lightgcn", "slifmr-wo-cl"])
 def test_ddp_training_matches_single_process(tmp_path, shared_data, model):
     """2 epochs of 5 global batches of 1024, `trainer=ddp_sim` against one process.

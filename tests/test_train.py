@@ -37,6 +37,28 @@ def test_misspelt_key_is_an_error(tmp_path):
         make_cfg(tmp_path, ["model.n_layerz=2"])
 
 
+@pytest.mark.parametrize("override", [
+    "consistency.beta=0.1", "model.consistency.beta=0.1", "self_loop.top_n=5", "model.self_loop.top_n=5",
+    "callbacks.self_loop.top_n=5", "dataset.knn_k=5", "dataset.prune_ratio=0.5",
+])
+def test_a_knob_of_another_model_is_an_error(tmp_path, override):
+    """SLIF-MR's knobs live under its model config: with LightGCN they exist nowhere, so an override
+    naming them fails at composition instead of being silently ignored."""
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        make_cfg(tmp_path, ["model=lightgcn", override])
+
+
+def test_slifmr_knobs_live_under_its_model(tmp_path):
+    cfg = make_cfg(tmp_path, ["model=slifmr", "model.consistency.beta=0.1", "model.self_loop.top_n=5",
+                              "model.knn_k=7", "model.prune_ratio=0.3"])
+    assert cfg.model.consistency.beta == 0.1 and cfg.model.self_loop.top_n == 5
+    assert cfg.model.knn_k == 7 and cfg.model.prune_ratio == 0.3
+    assert "consistency" not in cfg and "self_loop" not in cfg
+    assert set(cfg.callbacks.self_loop) == {"_target_", "chunk_size"}
+
+
 def test_unknown_model_names_the_choices(tmp_path):
     from hydra.errors import MissingConfigException
 

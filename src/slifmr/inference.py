@@ -226,7 +226,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
         # the run's own callbacks put back the graphs they changed, as on_test_start does in trainer.test
         for cb in instantiate_callbacks(cfg.get("callbacks")):
             if hasattr(cb, "restore_test_graph"):
-                cb.restore_test_graph(ckpt, datamodule.graphs)
+                cb.restore_test_graph(ckpt, datamodule.graphs, model)
     model.attach(datamodule.graphs)
     model.eval()
     return LoadedRun(run_dir, cfg, model, datamodule, ckpt_path).to(device)

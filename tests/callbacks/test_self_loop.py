@@ -1,5 +1,6 @@
 """SelfLoopCallback (SGE, Eq. 16-18): refresh schedule, the graph it builds, accumulate mode,
-logging, checkpoint -> resume, and testing a checkpoint with the graph it was validated with."""
+logging, checkpoint -> resume, and testing a checkpoint with the graph it was validated with.
+The settings are the model's (``model.self_loop``); the callback only runs them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from slifmr.callbacks.self_loop import SelfLoopCallback
 from slifmr.data.dataset import RecDataset
 from slifmr.graphs.knn import laplacian_normalize
 from slifmr.data.graph_store import GraphStore
+from slifmr.models.protocols import SelfLoopModel, SelfLoopSettings
 
 N_ITEMS, DIM = 12, 6
 
@@ -95,7 +97,7 @@ def stub_dataset() -> RecDataset:
 class StubData(pl.LightningDataModule):
     def __init__(self):
         super().__init__()
-        self.graphs = GraphStore(stub_dataset(), knn_k=3)
+        self.graphs = GraphStore(stub_dataset())
 
     def train_dataloader(self):
         return DataLoader(TensorDataset(torch.zeros(2, 1)), batch_size=1)
@@ -105,8 +107,8 @@ def reps(epoch: int) -> torch.Tensor:
     return torch.randn(N_ITEMS, DIM, generator=torch.Generator().manual_seed(100 + epoch))
 
 
-class StubModel(pl.LightningModule):
-    """Fixed item representations per epoch; records when the callback asks for them."""
+class PlainModel(pl.LightningModule):
+    """Item representations but no self-loop settings: the callback must leave it alone."""
 
     def __init__(self):
         super().__init__()
@@ -122,6 +124,15 @@ class StubModel(pl.LightningModule):
     def item_representations(self) -> torch.Tensor:
         self.asked.append(self.current_epoch)
         return reps(self.current_epoch)
+
+
+class StubModel(PlainModel):
+    """Fixed item representations per epoch and the self-loop settings it is built with."""
+
+    def __init__(self, **self_loop):
+        super().__init__()
+        self.self_loop = SelfLoopSettings.from_dict(self_loop)
+        self.knn_k = 3
 
 
 class Recorder(pl.Callback):
@@ -165,8 +176,8 @@ def quiet_trainer(tmp_path, max_epochs, callbacks, **kw) -> pl.Trainer:
 
 @pytest.fixture(scope="module")
 def interval_run(tmp_path_factory):
-    dm, model = StubData(), StubModel()
-    cb, rec = SelfLoopCallback(interval=2, top_n=3), Recorder()
+    dm, model = StubData(), StubModel(interval=2, top_n=3)
+    cb, rec = SelfLoopCallback(), Recorder()
     trainer = quiet_trainer(tmp_path_factory.mktemp("interval"), 6, [cb, rec], enable_checkpointing=False)
     trainer.fit(model, datamodule=dm)
     return dm, model, cb, rec
@@ -223,7 +234,7 @@ def test_refresh_logs_its_statistics(interval_run):
     g1 = brute_raw(reps(1), 3)
     in_deg = (g1 != 0).sum(0).tolist()
     assert after_first["self_loop/degree_gini"] == pytest.approx(gini(in_deg), abs=1e-5)
-    knn = edges(dm.graphs.feature_knn_raw()[0])
+    knn = edges(dm.graphs.feature_knn_raw(3)[0])
     assert after_first["self_loop/overlap_feature_knn"] == pytest.approx(len(edges(g1) & knn) / len(edges(g1)), abs=1e-6)
     assert after_first["self_loop/g_share"] == pytest.approx(dense_g_share(dm.graphs, g1), abs=1e-6)
     # 2nd refresh: Jaccard of the edge sets of refresh 1 and refresh 2
@@ -234,11 +245,13 @@ def test_refresh_logs_its_statistics(interval_run):
     assert rec.metrics["end"]["self_loop/jaccard_prev"] == pytest.approx(len(e3 & e5) / len(e3 | e5), abs=1e-6)
 
 
-def test_disabled_callback_never_touches_the_store(tmp_path):
-    dm, model, rec = StubData(), StubModel(), Recorder()
-    cb = SelfLoopCallback(enabled=False, interval=1, top_n=3)
+@pytest.mark.parametrize("model", [StubModel(enabled=False, interval=1, top_n=3), PlainModel()],
+                         ids=["disabled", "no-settings"])
+def test_disabled_or_absent_settings_never_touch_the_store(tmp_path, model):
+    dm, rec, cb = StubData(), Recorder(), SelfLoopCallback()
+    assert isinstance(model, SelfLoopModel) == hasattr(model, "self_loop")
     quiet_trainer(tmp_path, 2, [cb, rec], enable_checkpointing=False).fit(model, datamodule=dm)
-    assert model.asked == [] and cb.n_refreshes == 0
+    assert model.asked == [] and cb.n_refreshes == 0 and not cb.enabled
     assert rec.graphs["end"] is None
 
 
@@ -249,26 +262,27 @@ X2 = torch.tensor([[1.0, 0, 0], [0, 1, 0], [1, 0.1, 0], [0, 1, 0.2]])
 
 def test_accumulate_mixes_previous_and_new_then_keeps_top_n():
     m = 0.3
-    cb = SelfLoopCallback(mode="accumulate", top_n=2, momentum=m)
-    g1 = cb.build(X1)
+    cb, acc = SelfLoopCallback(), SelfLoopSettings(mode="accumulate", top_n=2, momentum=m)
+    g1 = cb.build(X1, acc)
     torch.testing.assert_close(g1.to_dense().double(), brute_raw(X1, 2))  # no previous graph: plain top-N
     cb.raw = g1
-    got = cb.build(X2).to_dense().double()
+    got = cb.build(X2, acc).to_dense().double()
     want = brute_topn((1 - m) * brute_raw(X1, 2) + m * brute_raw(X2, 2), 2)
     torch.testing.assert_close(got, want)
     # the hand case discriminates: some row's neighbours differ from both the old and the new graph
     assert edges(want) != edges(brute_raw(X2, 2)) and edges(want) != edges(brute_raw(X1, 2))
     assert all(len(edges(got[i : i + 1])) <= 2 for i in range(4))
     # replace mode ignores the previous graph
-    rep = SelfLoopCallback(mode="replace", top_n=2)
+    rep = SelfLoopCallback()
     rep.raw = g1
-    torch.testing.assert_close(rep.build(X2).to_dense().double(), brute_raw(X2, 2))
+    torch.testing.assert_close(rep.build(X2, SelfLoopSettings(mode="replace", top_n=2)).to_dense().double(),
+                               brute_raw(X2, 2))
 
 
 def test_accumulate_through_the_trainer(tmp_path):
     m = 0.4
-    dm, model, rec = StubData(), StubModel(), Recorder()
-    cb = SelfLoopCallback(mode="accumulate", interval=1, top_n=3, momentum=m)
+    dm, model, rec = StubData(), StubModel(mode="accumulate", interval=1, top_n=3, momentum=m), Recorder()
+    cb = SelfLoopCallback()
     quiet_trainer(tmp_path, 2, [cb, rec], enable_checkpointing=False).fit(model, datamodule=dm)
     want = brute_topn((1 - m) * brute_raw(reps(0), 3) + m * brute_raw(reps(1), 3), 3)
     torch.testing.assert_close(cb.raw.to_dense().double(), want)
@@ -277,11 +291,19 @@ def test_accumulate_through_the_trainer(tmp_path):
 
 def test_bad_settings_are_rejected():
     with pytest.raises(ValueError, match="mode"):
-        SelfLoopCallback(mode="grow")
+        SelfLoopSettings(mode="grow")
     with pytest.raises(ValueError, match="interval"):
-        SelfLoopCallback(interval=0)
+        SelfLoopSettings(interval=0)
+    with pytest.raises(ValueError, match="top_n"):
+        SelfLoopSettings(top_n=0)
+    with pytest.raises(ValueError, match="momentum"):
+        SelfLoopSettings(momentum=1.5)
     with pytest.raises(ValueError, match="a_block"):
-        SelfLoopCallback(a_block="dense")
+        SelfLoopSettings(a_block="dense")
+    with pytest.raises(ValueError, match=r"unknown model.self_loop keys \['topn'\]"):
+        SelfLoopSettings.from_dict({"topn": 5})
+    with pytest.raises(ValueError, match="chunk_size"):
+        SelfLoopCallback(chunk_size=0)
 
 
 # -- checkpoint -> resume and test, with the real model on ml-100k-kg-tiny --------------------------
@@ -293,15 +315,15 @@ def slifmr_run(shared_data, root, max_epochs, ckpt_path=None, test_ckpt=None):
     dm = RecDataModule(name="ml-100k-kg-tiny", path=str(shared_data / "ml-100k-kg-tiny"), kcore=0,
                        batch_size=2048, seed=7)
     dm.setup("fit")
-    model = SLIFMR(dm.meta, embedding_dim=16, topk=(10, 20))
-    cb, rec = SelfLoopCallback(interval=1, top_n=5), Recorder()
+    model = SLIFMR(dm.meta, embedding_dim=16, topk=(10, 20), self_loop={"interval": 1, "top_n": 5})
+    cb, rec = SelfLoopCallback(), Recorder()
     ckpt = ModelCheckpoint(dirpath=str(root / "ckpt"), filename="{epoch}", save_top_k=-1, save_last=True,
                            save_on_train_epoch_end=True)
     trainer = quiet_trainer(root, max_epochs, [cb, rec, ckpt], reload_dataloaders_every_n_epochs=1)
     if test_ckpt is None:
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     else:
-        dm.graphs.feature_graphs()  # graphs built before the test, as after a fit in train.train
+        dm.graphs.feature_graphs(model.knn_k)  # graphs built before the test, as after a fit in train.train
         trainer.test(model, datamodule=dm, ckpt_path=test_ckpt, verbose=False)
     return trainer, cb, rec
 
@@ -358,7 +380,7 @@ def test_testing_a_checkpoint_saved_before_any_refresh(resume_runs, shared_data,
 def test_refresh_graph_by_hand_and_no_grad():
     # 4 vectors: rows a->{b .8, c .6}, b->{c .96, a .8}, ... (the product path: build + normalise)
     x = torch.tensor([[1.0, 0.0], [4.0, 3.0], [3.0, 4.0], [0.0, 1.0]], requires_grad=True)
-    g = laplacian_normalize(SelfLoopCallback(top_n=2, chunk_size=3).build(x))
+    g = laplacian_normalize(SelfLoopCallback(chunk_size=3).build(x, SelfLoopSettings(top_n=2)))
     assert not g.requires_grad
     assert g.is_coalesced() and g.shape == (4, 4)
     s = math.sqrt(1.4 * 1.76)

@@ -72,7 +72,7 @@ def kg_segments(store: GraphStore) -> list[list[tuple[int, int]]]:
 
 # -- interaction graph ----------------------------------------------------------------------------
 def test_interaction_adj_is_symmetric_normalised_bipartite_graph():
-    store = GraphStore(tiny_dataset(), knn_k=2)
+    store = GraphStore(tiny_dataset())
     got = dense(store.interaction_adj(), U + I)
     want = sym_norm(bipartite(TRAIN))
     torch.testing.assert_close(got, torch.tensor(want, dtype=got.dtype))
@@ -84,9 +84,9 @@ def test_interaction_adj_is_symmetric_normalised_bipartite_graph():
 # -- feature graphs -------------------------------------------------------------------------------
 @pytest.mark.parametrize("k", [1, 2, 5])
 def test_feature_graph_missing_item_isolated_and_k_neighbours(k):
-    store = GraphStore(tiny_dataset(), knn_k=k)
-    (s,) = store.feature_knn()
-    (op,) = store.feature_graphs()
+    store = GraphStore(tiny_dataset())
+    (s,) = store.feature_knn(k)
+    (op,) = store.feature_graphs(k)
     sd = s.to_dense()
     torch.testing.assert_close(dense(op, I), sd)
     missing = MASK.index(False)
@@ -128,9 +128,9 @@ def test_kg_edges_add_inverse_relations():
 
 # -- the self-loop door ---------------------------------------------------------------------------
 def test_set_item_graph_injects_into_a_s_and_kg_and_none_restores():
-    store = GraphStore(tiny_dataset(), knn_k=2)
+    store = GraphStore(tiny_dataset())
     a0 = dense(store.interaction_adj(), U + I)
-    s0 = dense(store.feature_graphs()[0], I)
+    s0 = dense(store.feature_graphs(2)[0], I)
     kg0 = kg_segments(store)
 
     store.set_item_graph(g_sparse())
@@ -150,8 +150,8 @@ def test_set_item_graph_injects_into_a_s_and_kg_and_none_restores():
     assert not torch.equal(a, a0)
 
     # S^n = S^0 + G^n, both raw cosines, normalised once (SPEC)
-    s = dense(store.feature_graphs()[0], I)
-    raw_s0 = store.feature_knn_raw()[0].to_dense().double().numpy()
+    s = dense(store.feature_graphs(2)[0], I)
+    raw_s0 = store.feature_knn_raw(2)[0].to_dense().double().numpy()
     torch.testing.assert_close(s0, torch.tensor(sym_norm(raw_s0), dtype=s0.dtype))
     want_s = sym_norm(raw_s0 + g_dense())
     torch.testing.assert_close(s, torch.tensor(want_s, dtype=s.dtype))
@@ -162,7 +162,7 @@ def test_set_item_graph_injects_into_a_s_and_kg_and_none_restores():
     g_norm = sym_norm(g_dense())
     torch.testing.assert_close(dense(store.interaction_adj(), U + I),
                                torch.tensor(sym_norm(bipartite(TRAIN, g_norm)), dtype=a.dtype))
-    torch.testing.assert_close(dense(store.feature_graphs()[0], I),
+    torch.testing.assert_close(dense(store.feature_graphs(2)[0], I),
                                torch.tensor(sym_norm(sym_norm(raw_s0) + g_norm), dtype=s.dtype))
     assert kg_segments(store)[2 * R] == sorted(G_EDGES)  # the `sim` triples are G's edges whatever a_block
     with pytest.raises(ValueError, match="a_block"):
@@ -171,13 +171,13 @@ def test_set_item_graph_injects_into_a_s_and_kg_and_none_restores():
     # None restores the original graphs
     store.set_item_graph(None)
     torch.testing.assert_close(dense(store.interaction_adj(), U + I), a0)
-    torch.testing.assert_close(dense(store.feature_graphs()[0], I), s0)
+    torch.testing.assert_close(dense(store.feature_graphs(2)[0], I), s0)
     assert kg_segments(store) == kg0
 
 
 def test_interaction_operator_gradient_with_directed_item_graph():
     """A with a directed G block is not symmetric: the operator's backward must use A^T."""
-    store = GraphStore(tiny_dataset(), knn_k=2)
+    store = GraphStore(tiny_dataset())
     store.set_item_graph(g_sparse())
     op = store.interaction_adj()
     a = dense(op, U + I).detach()
@@ -204,9 +204,9 @@ def random_dataset(n_users=20, n_items=30, n_pairs=150, n_triples=60) -> RecData
     )
 
 
-def kept_pairs(store: GraphStore, prune: bool = True) -> set[tuple[int, int]]:
+def kept_pairs(store: GraphStore, ratio: float, prune: bool = True, stream: str = "interaction") -> set[tuple[int, int]]:
     nu, ni = store.n_users, store.n_items
-    a = dense(store.interaction_adj(prune=prune), nu + ni)
+    a = dense(store.interaction_adj(prune=prune, ratio=ratio, stream=stream), nu + ni)
     ui = a[:nu, nu:]
     # the pruned graph stays symmetric: (u, i) and (i, u) are kept or dropped together
     assert torch.equal(ui != 0, a[nu:, :nu].T != 0)
@@ -224,74 +224,69 @@ def test_pruning_keeps_the_right_number_and_resamples_per_epoch(ratio):
     ds = random_dataset()
     n = len(ds.train)
     train = {tuple(p) for p in ds.train.tolist()}
-    store = GraphStore(ds, prune_ratio=ratio, seed=3)
+    store = GraphStore(ds, seed=3)
 
-    e0 = kept_pairs(store)
+    e0 = kept_pairs(store, ratio)
     assert len(e0) == round((1 - ratio) * n)
     assert e0 <= train
-    assert kept_pairs(store, prune=False) == train
-    assert len(store.kg_edges()[0]) == 2 * round((1 - ratio) * len(ds.kg))
+    assert kept_pairs(store, ratio, prune=False) == train
+    assert len(store.kg_edges(ratio=ratio)[0]) == 2 * round((1 - ratio) * len(ds.kg))
 
     store.set_epoch(1)
-    e1 = kept_pairs(store)
+    e1 = kept_pairs(store, ratio)
     assert len(e1) == len(e0) and e1 != e0  # a new sample per epoch
 
     store.set_epoch(0)
-    assert kept_pairs(store) == e0  # same (seed, epoch) -> same sample
-    other = GraphStore(ds, prune_ratio=ratio, seed=3)
+    assert kept_pairs(store, ratio) == e0  # same (seed, epoch) -> same sample
+    other = GraphStore(ds, seed=3)
     other.set_epoch(1)
-    assert kept_pairs(other) == e1
-    reseeded = GraphStore(ds, prune_ratio=ratio, seed=4)
+    assert kept_pairs(other, ratio) == e1
+    reseeded = GraphStore(ds, seed=4)
     reseeded.set_epoch(1)
-    assert kept_pairs(reseeded) != e1
+    assert kept_pairs(reseeded, ratio) != e1
 
 
 def test_no_pruning_when_ratio_zero():
     ds = random_dataset()
-    store = GraphStore(ds, prune_ratio=0.0, seed=3)
-    full = kept_pairs(store)
+    store = GraphStore(ds, seed=3)
+    full = kept_pairs(store, 0.0)
     store.set_epoch(5)
-    assert kept_pairs(store) == full == {tuple(p) for p in ds.train.tolist()}
+    assert kept_pairs(store, 0.0) == full == {tuple(p) for p in ds.train.tolist()}
+    assert store.interaction_adj() is store.interaction_adj(ratio=0.0, stream="freedom")  # one whole graph
 
 
-def kept_pairs_at(store: GraphStore, ratio: float | None, prune: bool = True) -> set[tuple[int, int]]:
-    nu, ni = store.n_users, store.n_items
-    ui = dense(store.interaction_adj(prune=prune, ratio=ratio), nu + ni)[:nu, nu:]
-    return {(int(u), int(i)) for u, i in torch.nonzero(ui).tolist()}
-
-
-def test_a_model_owned_ratio_overrides_the_stores_for_a_and_the_kg():
-    """SLIF-MR owns Eq. 6's ratio (``model.prune_ratio``): a per-call ratio prunes A and G_k at
-    that ratio whatever the store's, ``None`` falls back to the store's, and evaluation
-    (``prune=False``) always sees the whole graphs."""
+def test_the_ratio_and_the_sample_stream_come_with_each_call():
+    """The model owns Eq. 6's ratio (``model.prune_ratio``): each call prunes A and G_k at its own
+    ratio, from a named sample stream, and evaluation (``prune=False``) always sees the whole graphs."""
     ds = random_dataset()
     n, n_kg = len(ds.train), len(ds.kg)
     train = {tuple(p) for p in ds.train.tolist()}
-    store = GraphStore(ds, prune_ratio=0.0, seed=3)
-    assert kept_pairs_at(store, None) == train
-    half = kept_pairs_at(store, 0.5)
+    store = GraphStore(ds, seed=3)
+    half = kept_pairs(store, 0.5)
     assert len(half) == round(0.5 * n) and half <= train
-    assert len(kept_pairs_at(store, 0.2)) == round(0.8 * n)  # cached per ratio, not per "pruned or not"
+    assert len(kept_pairs(store, 0.2)) == round(0.8 * n)  # cached per ratio, not per "pruned or not"
     assert len(store.kg_edges(ratio=0.5)[0]) == 2 * round(0.5 * n_kg)
     assert len(store.kg_edges()[0]) == 2 * n_kg
-    assert kept_pairs_at(store, 0.5, prune=False) == train
+    assert kept_pairs(store, 0.5, prune=False) == train
     assert len(store.kg_edges(prune=False, ratio=0.5)[0]) == 2 * n_kg
-
-    pruning = GraphStore(ds, prune_ratio=0.5, seed=3)
-    assert kept_pairs_at(pruning, None) == half  # same ratio, same (seed, epoch): same sample
-    assert kept_pairs_at(pruning, 0.0) == train  # a model can switch the dataset's pruning off
+    # another stream: the same ratio, another sample (FREEDOM's graph is not SLIF-MR's)
+    freedom = kept_pairs(store, 0.5, stream="freedom")
+    assert len(freedom) == len(half) and freedom != half
+    assert kept_pairs(GraphStore(ds, seed=3), 0.5, stream="freedom") == freedom
+    with pytest.raises(ValueError, match="stream"):
+        store.interaction_adj(ratio=0.5, stream="nosuch")
     with pytest.raises(ValueError, match="prune ratio"):
-        pruning.interaction_adj(ratio=1.0)
+        store.interaction_adj(ratio=1.0)
 
 
 def test_set_epoch_keeps_graphs_that_do_not_depend_on_pruning():
     ds = tiny_dataset()
-    store = GraphStore(ds, prune_ratio=0.5, seed=3)
-    whole, s_graphs = store.interaction_adj(prune=False), store.feature_graphs()
-    pruned = store.interaction_adj()
+    store = GraphStore(ds, seed=3)
+    whole, s_graphs = store.interaction_adj(prune=False), store.feature_graphs(2)
+    pruned = store.interaction_adj(ratio=0.5)
     store.set_epoch(1)
-    assert store.interaction_adj(prune=False) is whole and store.feature_graphs() is s_graphs
-    assert store.interaction_adj() is not pruned
+    assert store.interaction_adj(prune=False) is whole and store.feature_graphs(2) is s_graphs
+    assert store.interaction_adj(ratio=0.5) is not pruned
 
 
 def test_one_knn_search_serves_slifmr_and_freedom_graphs(monkeypatch):
@@ -303,9 +298,9 @@ def test_one_knn_search_serves_slifmr_and_freedom_graphs(monkeypatch):
     calls = []
     real = gs.knn_graph
     monkeypatch.setattr(gs, "knn_graph", lambda *a, **k: calls.append(1) or real(*a, **k))
-    store = GraphStore(tiny_dataset(), knn_k=2)
-    weighted = store.feature_knn()
-    frozen = store.frozen_item_graph({m: 1.0 for m in store.modalities}, weighted=False)
+    store = GraphStore(tiny_dataset())
+    weighted = store.feature_knn(2)
+    frozen = store.frozen_item_graph({m: 1.0 for m in store.modalities}, 2, weighted=False)
     assert len(calls) == len(store.modalities)
     n = store.n_items
     for m, g in zip(store.modalities, weighted):

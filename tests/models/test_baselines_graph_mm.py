@@ -1,6 +1,6 @@
 """NGCF, BM3 and FREEDOM (paper Table II baselines): each model's key maths against a direct dense
 formula on hand-built graphs, FREEDOM's frozen item graph and per-epoch pruned interaction graph
-(GraphStore.frozen_item_graph / pruned_interaction_adj), the missing-features error, and one
+(GraphStore.frozen_item_graph / interaction_adj(stream="freedom")), the missing-features error, and one
 epoch end to end through Hydra compose on ml-100k-kg-tiny."""
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def knn_dense(neigh: dict[int, list[int]], n: int = 4) -> torch.Tensor:
 
 
 def make_freedom(**kw) -> tuple[FREEDOM, GraphStore]:
-    store = make_store(3, 4, BM3_PAIRS, MM_FEATURES, knn_k=2)
+    store = make_store(3, 4, BM3_PAIRS, MM_FEATURES)
     model = FREEDOM(meta_of(store), embedding_dim=4, knn_k=2, **kw)
     model.attach(store)
     randomise(model, 3)
@@ -243,18 +243,18 @@ def make_freedom(**kw) -> tuple[FREEDOM, GraphStore]:
 
 
 def test_frozen_item_graph_is_the_weighted_sum_of_normalised_knn_graphs():
-    store = make_store(3, 4, BM3_PAIRS, MM_FEATURES, knn_k=2)
+    store = make_store(3, 4, BM3_PAIRS, MM_FEATURES)
     weights = {"visual": 0.1, "text": 0.9}
-    got = dense(store.frozen_item_graph(weights), 4)
+    got = dense(store.frozen_item_graph(weights, 2), 4)
     torch.testing.assert_close(got, 0.1 * knn_dense(KNN_VISUAL) + 0.9 * knn_dense(KNN_TEXT))
-    assert store.frozen_item_graph(weights) is store.frozen_item_graph(weights)  # cached
+    assert store.frozen_item_graph(weights, 2) is store.frozen_item_graph(weights, 2)  # cached
     # frozen: neither a new epoch nor the self-loop door changes it
     store.set_epoch(3)
     store.set_item_graph(torch.sparse_coo_tensor(torch.tensor([[0], [3]]), torch.tensor([1.0]), (4, 4),
                                                    check_invariants=True))
-    torch.testing.assert_close(dense(store.frozen_item_graph(weights), 4), got)
+    torch.testing.assert_close(dense(store.frozen_item_graph(weights, 2), 4), got)
     with pytest.raises(ValueError, match="unknown modalities"):
-        store.frozen_item_graph({"audio": 1.0})
+        store.frozen_item_graph({"audio": 1.0}, 2)
 
 
 def test_freedom_mix_weights_follow_mm_image_weight():
@@ -268,16 +268,16 @@ def test_pruned_interaction_graph_is_resampled_per_epoch_and_whole_at_evaluation
     pairs = [(u, i) for u in range(12) for i in range(15) if (u * 7 + i) % 4]
     store = make_store(12, 15, pairs)
     n = 27
-    e0 = dense(store.pruned_interaction_adj(0.8), n)
-    assert store.pruned_interaction_adj(0.8) is store.pruned_interaction_adj(0.8)  # one sample per epoch
+    e0 = dense(store.interaction_adj(ratio=0.8, stream="freedom"), n)
+    assert store.interaction_adj(ratio=0.8, stream="freedom") is store.interaction_adj(ratio=0.8, stream="freedom")  # one sample per epoch
     assert int((e0 != 0).sum()) == 2 * round(0.2 * len(pairs))  # both directions of the kept pairs
     torch.testing.assert_close(e0, e0.T)
     kept = [(u, i) for u, i in pairs if e0[u, 12 + i] != 0]
     torch.testing.assert_close(e0, dense_norm_bipartite(12, 15, kept))  # re-normalised on the kept edges
     store.set_epoch(1)
-    e1 = dense(store.pruned_interaction_adj(0.8), n)
+    e1 = dense(store.interaction_adj(ratio=0.8, stream="freedom"), n)
     assert not torch.equal(e0 != 0, e1 != 0)
-    torch.testing.assert_close(dense(store.pruned_interaction_adj(0.8, prune=False), n),
+    torch.testing.assert_close(dense(store.interaction_adj(prune=False, ratio=0.8, stream="freedom"), n),
                                dense_norm_bipartite(12, 15, pairs))
 
 
@@ -299,7 +299,7 @@ def test_freedom_forward_and_loss_match_the_direct_formula():
     torch.testing.assert_close(items, want_i)
 
     model.train()
-    lap = dense(store.pruned_interaction_adj(0.5), 7)
+    lap = dense(store.interaction_adj(ratio=0.5, stream="freedom"), 7)
     assert int((lap != 0).sum()) == 2 * 3  # half the 6 interactions, both directions
     u_all, i_all = direct(lap)
     b = BM3_BATCH
@@ -333,7 +333,7 @@ def test_freedom_item_graph_is_frozen_state_not_a_parameter_while_the_ui_graph_c
         opt.zero_grad()
         model.loss(BM3_BATCH)["loss"].backward()
         opt.step()
-        items_by_epoch.append(dense(store.pruned_interaction_adj(0.5), 7) != 0)
+        items_by_epoch.append(dense(store.interaction_adj(ratio=0.5, stream="freedom"), 7) != 0)
         torch.testing.assert_close(dense(model.item_graph(), n_items), before)
     assert not all(torch.equal(items_by_epoch[0], x) for x in items_by_epoch[1:])
 

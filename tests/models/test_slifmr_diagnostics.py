@@ -73,6 +73,6 @@ def test_run_record_holds_view_scores_and_share_of_g_per_refresh(tmp_path):
     assert [h["epoch"] for h in hist] == [0, 1]  # one entry per refresh, after epochs 0 and 1
     for h in hist:
         assert 0.0 < h["g_share"] < 1.0
-    off = make_cfg(tmp_path / "off", SYNTH + ["trainer.max_epochs=1", "test=false", "self_loop.enabled=false"])
+    off = make_cfg(tmp_path / "off", SYNTH + ["trainer.max_epochs=1", "test=false", "model.self_loop.enabled=false"])
     train(off)
     assert json.loads((tmp_path / "off" / "run" / "record.json").read_text())["self_loop_history"] == []

@@ -9,11 +9,11 @@ from slifmr.models.slifmr import SLIFMR
 
 
 def _setup(shared_data, tmp_path):
-    dm = RecDataModule(name="tiny", path=str(shared_data / "ml-100k-kg-tiny"), kcore=0, prune_ratio=0.5,
+    dm = RecDataModule(name="tiny", path=str(shared_data / "ml-100k-kg-tiny"), kcore=0,
                        cache_dir=str(tmp_path / "c"))
     dm.setup()
     torch.manual_seed(0)
-    model = SLIFMR(dm.meta, embedding_dim=8)
+    model = SLIFMR(dm.meta, embedding_dim=8, prune_ratio=0.5)
     model.attach(dm.graphs)
     return dm, model
 
@@ -44,15 +44,9 @@ def test_training_embeddings_use_the_epoch_sample(shared_data, tmp_path):
     assert model.training
 
 
-@pytest.mark.parametrize(("dataset_ratio", "model_ratio", "resampled"), [
-    (0.0, 0.5, True),    # the model's ratio prunes although the dataset's is off
-    (0.5, 0.0, False),   # ... and 0 switches the dataset's pruning off for SLIF-MR
-    (0.5, None, True),   # null falls back to the dataset's
-    (0.0, None, False),
-])
-def test_model_prune_ratio_decides_the_training_graphs(shared_data, tmp_path, dataset_ratio, model_ratio, resampled):
-    dm = RecDataModule(name="tiny", path=str(shared_data / "ml-100k-kg-tiny"), kcore=0, prune_ratio=dataset_ratio,
-                       cache_dir=str(tmp_path / "c"))
+@pytest.mark.parametrize(("model_ratio", "resampled"), [(0.5, True), (0.0, False)])
+def test_model_prune_ratio_decides_the_training_graphs(shared_data, tmp_path, model_ratio, resampled):
+    dm = RecDataModule(name="tiny", path=str(shared_data / "ml-100k-kg-tiny"), kcore=0, cache_dir=str(tmp_path / "c"))
     dm.setup()
     torch.manual_seed(0)
     model = SLIFMR(dm.meta, embedding_dim=8, prune_ratio=model_ratio)
@@ -63,16 +57,17 @@ def test_model_prune_ratio_decides_the_training_graphs(shared_data, tmp_path, da
     seen = {}
     real = dm.graphs.interaction_adj
 
-    def spy(device="cpu", prune=True, ratio=None):
-        seen["ratio"] = ratio
-        return real(device, prune=prune, ratio=ratio)
+    def spy(device="cpu", prune=True, ratio=0.0, stream="interaction"):
+        seen["ratio"], seen["stream"] = ratio, stream
+        return real(device, prune=prune, ratio=ratio, stream=stream)
 
     dm.graphs.interaction_adj = spy
     model.views()
-    assert seen["ratio"] == model_ratio
+    assert seen == {"ratio": model_ratio, "stream": "interaction"}
 
 
 def test_prune_ratio_out_of_range_is_refused(shared_data, tmp_path):
     dm, _ = _setup(shared_data, tmp_path)
-    with pytest.raises(ValueError, match="prune_ratio"):
-        SLIFMR(dm.meta, embedding_dim=8, prune_ratio=1.0)
+    for bad in (1.0, -0.1, None):
+        with pytest.raises(ValueError, match="prune_ratio"):
+            SLIFMR(dm.meta, embedding_dim=8, prune_ratio=bad)

@@ -123,7 +123,7 @@ def test_robustness_and_interval_plots(tmp_path):
     for interval in (1, 5, 10):
         for seed in (1, 2):
             make_record(tmp_path / "interval", "slifmr", seed, _values(rng, 0.3 - interval / 100),
-                        extra=[f"self_loop.interval={interval}"], time_fit=100.0 / interval + seed)
+                        extra=[f"model.self_loop.interval={interval}"], time_fit=100.0 / interval + seed)
     res = report([tmp_path / "noise"], tmp_path / "out_noise")
     assert [p.name for p in res["files"] if p.suffix == ".png"] == ["robustness.png"]
     _png_ok(tmp_path / "out_noise" / "robustness.png")
@@ -173,10 +173,10 @@ def test_variants_in_numeric_order_and_no_empty_imp_rows(tmp_path):
     rng = np.random.default_rng(2)
     for g in ("0.1", "1e-05", "0.001"):
         make_record(tmp_path, "slifmr", 1, {"recall@20": rng.random(10), "ndcg@20": rng.random(10)},
-                    extra=[f"consistency.gamma={g}"])
+                    extra=[f"model.consistency.gamma={g}"])
     res = report([tmp_path], tmp_path / "r", metrics=["recall@20"], plot="none")
     assert [r.variant for r in res["table"].rows] == [
-        "consistency.gamma=1e-05", "consistency.gamma=0.001", "consistency.gamma=0.1"]
+        "model.consistency.gamma=1e-05", "model.consistency.gamma=0.001", "model.consistency.gamma=0.1"]
     assert "%Imp" not in res["markdown"].split("\n\n")[0]
 
 

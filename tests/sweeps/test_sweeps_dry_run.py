@@ -89,11 +89,15 @@ def test_sweep_values_reach_the_job_config(tmp_path):
     assert cfg.sweep_name == "table3" and not cfg.model.use_kg and not cfg.model.use_mm
     assert cfg.model._target_.endswith("SLIFMR")
     cfg = make_cfg(tmp_path, ["+sweep=table3", "ablation=wo_sge"])
-    assert cfg.callbacks.self_loop.enabled is False and cfg.model.use_kg
+    assert cfg.model.self_loop.enabled is False and cfg.model.use_kg
     cfg = make_cfg(tmp_path, ["+sweep=table3", "ablation=wo_cl"])
-    assert cfg.model.consistency.enabled is False
-    cfg = make_cfg(tmp_path, ["+sweep=fig6_topn", "self_loop.top_n=25"])
-    assert cfg.callbacks.self_loop.top_n == 25
+    assert cfg.model.consistency.enabled is False and cfg.model.self_loop.enabled is True
+    cfg = make_cfg(tmp_path, ["+sweep=fig6_topn", "model.self_loop.top_n=25"])
+    assert cfg.model.self_loop.top_n == 25
+    cfg = make_cfg(tmp_path, ["+sweep=fig6_beta", "model.consistency.beta=0.3"])
+    assert cfg.model.consistency.beta == 0.3
+    cfg = make_cfg(tmp_path, ["+sweep=table4", "model.self_loop.interval=5"])
+    assert cfg.model.self_loop.interval == 5
 
 
 def test_command_line_narrows_an_axis(monkeypatch, capsys, tmp_path):

@@ -1,5 +1,10 @@
 """Self-loop graph enhancement (SGE, Eq. 16-18) as a Lightning Callback.
 
+Its settings (``enabled``, ``interval``, ``top_n``, ``mode``, ``momentum``) are the model's
+(``model.self_loop``, :class:`~slifmr.models.protocols.SelfLoopSettings`): the callback reads
+them from the model it serves (:class:`~slifmr.models.protocols.SelfLoopModel`) and does
+nothing for a model without them. Its own knob is only how it computes (``chunk_size``).
+
 Every ``interval`` epochs, on ``on_train_epoch_end`` (after that epoch's validation), build a
 top-N cosine graph over the fused item representations (no gradient, chunked) and hand it to
 the DataModule's graph store -- the one door back upstream -- which injects it into A, S and
@@ -23,12 +28,12 @@ from torch import Tensor
 
 from slifmr.checkpoints import read_checkpoint
 from slifmr.graphs.knn import knn_adjacency
-from slifmr.graphs.self_loop import check_a_block, interaction_graph, item_block_share
+from slifmr.graphs.self_loop import interaction_graph, item_block_share
 from slifmr.graphs.similarity import degree_gini, edge_jaccard, edge_overlap
+from slifmr.graphs.store import GraphSource
+from slifmr.models.protocols import SelfLoopModel, SelfLoopSettings
 
 log = logging.getLogger(__name__)
-
-MODES = ("replace", "accumulate")
 
 
 def topn_per_row(rows: Tensor, cols: Tensor, vals: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -45,31 +50,40 @@ def topn_per_row(rows: Tensor, cols: Tensor, vals: Tensor, n: int) -> tuple[Tens
 class SelfLoopCallback(pl.Callback):
     """Refresh the item-item graph G^n from the model's fused item representations."""
 
-    def __init__(self, enabled: bool = True, interval: int = 1, top_n: int = 10, mode: str = "replace",
-                 momentum: float = 0.5, a_block: str = "cosine", chunk_size: int = 1024):
-        check_a_block(a_block)
-        if mode not in MODES:
-            raise ValueError(f"self_loop.mode must be one of {MODES}, got '{mode}'")
-        if interval < 1:
-            raise ValueError(f"self_loop.interval must be >= 1, got {interval}")
-        self.enabled, self.interval, self.top_n = enabled, interval, top_n
-        self.mode, self.momentum, self.chunk_size = mode, momentum, chunk_size
-        self.a_block = a_block
+    def __init__(self, chunk_size: int = 1024):
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
+        self.settings: SelfLoopSettings | None = None  # the served model's, read in setup()
         self.raw: Tensor | None = None  # (I, I) COO, cosine top-N values before normalisation
         self.eval_raw: Tensor | None = None  # the graph in force during the last refreshed epoch
         self.last_refresh_epoch = -1
         self.n_refreshes = 0
 
+    @property
+    def enabled(self) -> bool:
+        """Whether the served model asks for self-loop refreshes."""
+        return self.settings is not None and self.settings.enabled
+
+    @staticmethod
+    def settings_of(model: object) -> SelfLoopSettings | None:
+        """The self-loop settings of ``model``, or None for a model without them (left alone)."""
+        return model.self_loop if isinstance(model, SelfLoopModel) else None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.settings = self.settings_of(pl_module)
+
     # -- the refresh ---------------------------------------------------------------------------
-    def build(self, items: Tensor) -> Tensor:
+    def build(self, items: Tensor, settings: SelfLoopSettings) -> Tensor:
         """Raw top-N cosine graph (I, I) of item representations, mixed with the previous one
         in ``accumulate`` mode (``(1-m) G^{n-1} + m G^n``, re-sparsified to top-N per row)."""
+        n, m = settings.top_n, settings.momentum
         # weighted kNN drops non-positive cosines: no evidence of similarity, no edge (nor `sim` triple)
-        new = knn_adjacency(items.detach().float().cpu(), self.top_n, chunk_size=self.chunk_size)
-        if self.mode != "accumulate" or self.raw is None:
+        new = knn_adjacency(items.detach().float().cpu(), n, chunk_size=self.chunk_size)
+        if settings.mode != "accumulate" or self.raw is None:
             return new
-        mixed = ((1 - self.momentum) * self.raw + self.momentum * new).coalesce()
-        rows, cols, vals = topn_per_row(*mixed.indices(), mixed.values(), self.top_n)
+        mixed = ((1 - m) * self.raw + m * new).coalesce()
+        rows, cols, vals = topn_per_row(*mixed.indices(), mixed.values(), n)
         return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, mixed.shape, check_invariants=False).coalesce()
 
     @staticmethod
@@ -88,19 +102,20 @@ class SelfLoopCallback(pl.Callback):
         return torch.sparse_coo_tensor(idx, vals, shape, check_invariants=False).coalesce()
 
     def should_refresh(self, epoch: int) -> bool:
-        return self.enabled and (epoch + 1) % self.interval == 0
+        return self.enabled and (epoch + 1) % self.settings.interval == 0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.eval_raw = self.raw  # the graph this epoch trains and validates with
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not hasattr(pl_module, "item_representations") or not self.should_refresh(trainer.current_epoch):
+        if not self.should_refresh(trainer.current_epoch):
             return
+        model: SelfLoopModel = pl_module  # enabled => setup() found the protocol
         store = trainer.datamodule.graphs
         t0 = time.perf_counter()
         previous = self.raw
-        self.raw = self.shared(trainer, lambda: self.build(pl_module.item_representations()))
-        store.set_item_graph(self.raw, self.a_block)
+        self.raw = self.shared(trainer, lambda: self.build(model.item_representations(), self.settings))
+        store.set_item_graph(self.raw, self.settings.a_block)
         seconds = time.perf_counter() - t0
         self.last_refresh_epoch = trainer.current_epoch
         self.n_refreshes += 1
@@ -108,16 +123,16 @@ class SelfLoopCallback(pl.Callback):
                  "self_loop/g_share": self.g_share(store)}
         if previous is not None:
             stats["self_loop/jaccard_prev"] = edge_jaccard(previous, self.raw)
-        knn = store.feature_knn_raw()
+        knn = store.feature_knn_raw(model.knn_k)
         if knn:
             stats["self_loop/overlap_feature_knn"] = max(edge_overlap(self.raw, g) for g in knn)
         pl_module.log_dict(stats, on_step=False, on_epoch=True)
 
-    def g_share(self, store) -> float:
+    def g_share(self, store: GraphSource) -> float:
         """Mean over items of the share of an item row's normalised A^n weight that G carries
         (the whole, unpruned A^n of evaluation): how much the self-loop graph can act at all."""
         adj = interaction_graph(store.train_users, store.train_items, store.n_users, store.n_items,
-                                self.raw, self.a_block)
+                                self.raw, self.settings.a_block)
         share = item_block_share(adj, store.n_users)
         return float(share[~share.isnan()].mean()) if (~share.isnan()).any() else 0.0
 
@@ -125,7 +140,7 @@ class SelfLoopCallback(pl.Callback):
     def _push(self, trainer: pl.Trainer, raw: Tensor | None) -> None:
         dm = getattr(trainer, "datamodule", None)
         if dm is not None and getattr(dm, "graphs", None) is not None:
-            dm.graphs.set_item_graph(raw, self.a_block)
+            dm.graphs.set_item_graph(raw, self.settings.a_block)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After a resume, load_state_dict has restored self.raw: the run continues on that graph.
@@ -137,18 +152,19 @@ class SelfLoopCallback(pl.Callback):
         path = getattr(trainer, "ckpt_path", None)
         dm = getattr(trainer, "datamodule", None)
         if path and getattr(dm, "graphs", None) is not None:
-            self.restore_test_graph(read_checkpoint(path), dm.graphs)  # weights only: nothing in the file runs
+            self.restore_test_graph(read_checkpoint(path), dm.graphs, pl_module)  # weights only: nothing in the file runs
 
-    def restore_test_graph(self, checkpoint: dict, graphs) -> bool:
-        """Put into ``graphs`` (a GraphStore) the graph a loaded ``checkpoint`` was validated with,
-        as this callback's settings inject it; True if there was one. ``on_test_start`` uses it,
-        and so does code that uses a checkpoint outside ``trainer.test`` (slifmr.inference)."""
-        if not self.enabled:
+    def restore_test_graph(self, checkpoint: dict, graphs: GraphSource, model: object) -> bool:
+        """Put into ``graphs`` the graph a loaded ``checkpoint`` was validated with, as ``model``'s
+        self-loop settings inject it; True if there was one. ``on_test_start`` uses it, and so
+        does code that uses a checkpoint outside ``trainer.test`` (slifmr.inference)."""
+        settings = self.settings_of(model)
+        if settings is None or not settings.enabled:
             return False
         state = checkpoint.get("callbacks", {}).get(self.state_key)
         graph = None if state is None else self._graph(state, "eval")
         if graph is not None:
-            graphs.set_item_graph(graph, self.a_block)
+            graphs.set_item_graph(graph, settings.a_block)
         return graph is not None
 
     @staticmethod

@@ -48,8 +48,6 @@ class RecDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = None,
-        knn_k: int = 10,
-        prune_ratio: float = 0.0,
         noise: dict | None = None,
         expected: dict | None = None,
     ):
@@ -69,8 +67,6 @@ class RecDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.cache_dir = None if cache_dir is None else Path(cache_dir).expanduser()
-        self.knn_k = knn_k
-        self.prune_ratio = prune_ratio
         self.noise = dict(noise or {})
         self.expected = dict(expected or {})  # known-target counts (paper Table I); mismatch = loud warning
         self.data: RecDataset | None = None
@@ -163,7 +159,7 @@ class RecDataModule(pl.LightningDataModule):
         warn_mismatch(self.name, str(self.path), compare_counts(clean.summary(), self.expected))
         data = NoiseConfig(**self.noise).apply(clean)
         self.data = data
-        self.graphs = GraphStore(data, knn_k=self.knn_k, prune_ratio=self.prune_ratio, seed=self.seed)
+        self.graphs = GraphStore(data, seed=self.seed)
         s = self.data.summary()
         log.info("dataset %s: %s", self.name, ", ".join(f"{k}={v}" for k, v in s.items()))
 

@@ -15,8 +15,13 @@ from slifmr.data.dataset import RecDataset
 from slifmr.graphs.adjacency import SparseOperator
 from slifmr.graphs.kg import KGEdges, add_inverse, kg_structure
 from slifmr.graphs.knn import knn_graph, knn_lists_to_adjacency, laplacian_normalize
-from slifmr.graphs.pruning import prune_edges
+from slifmr.graphs.pruning import check_prune_ratio, prune_edges
 from slifmr.graphs.self_loop import check_a_block, feature_graph, interaction_graph
+
+# Named sample streams of the per-epoch pruning: each is its own seeded sequence (the salt mixed
+# into the (seed, epoch) generator), so two graphs pruned in one epoch are independent samples.
+# "freedom" is FREEDOM's interaction stream, kept apart from SLIF-MR's as its recorded runs were.
+STREAMS = {"interaction": 1, "kg": 2, "freedom": 3}
 
 
 class GraphStore:
@@ -24,10 +29,12 @@ class GraphStore:
 
     Relations of the KG view: ``0..R-1`` original, ``R..2R-1`` inverse, ``2R`` = ``sim``
     (self-loop item-item edges); so models size relation tables with ``n_kg_relations``.
+
+    The knobs of the graphs belong to the models that read them: the pruning ratio and the kNN k
+    come with every call (``model.prune_ratio``, ``model.knn_k``); the store only caches.
     """
 
-    def __init__(self, ds: RecDataset, knn_k: int = 10, prune_ratio: float = 0.0, seed: int = 0,
-                 knn_chunk: int = 1024):
+    def __init__(self, ds: RecDataset, seed: int = 0, knn_chunk: int = 1024):
         self.n_users, self.n_items = ds.n_users, ds.n_items
         self.train_users = torch.as_tensor(ds.train[:, 0], dtype=torch.long)
         self.train_items = torch.as_tensor(ds.train[:, 1], dtype=torch.long)
@@ -36,12 +43,11 @@ class GraphStore:
         self.n_base_relations = ds.n_relations
         self.features = {k: torch.as_tensor(v) for k, v in ds.features.items()}
         self.masks = {k: torch.as_tensor(v, dtype=torch.bool) for k, v in ds.feature_masks.items()}
-        self.knn_k, self.knn_chunk = knn_k, knn_chunk
-        self.prune_ratio, self.seed = prune_ratio, seed
+        self.knn_chunk, self.seed = knn_chunk, seed
         self.epoch = 0
         self.item_graph: Tensor | None = None  # (I, I) COO raw cosine G^n from the self-loop callback
         self.a_block = "cosine"  # how G^n's values enter A and S (graphs/self_loop.py)
-        self._feature_knn_raw: list[Tensor] | None = None
+        self._feature_knn_raw: dict[int, list[Tensor]] = {}  # k -> per-modality raw S^0
         self._frozen_knn: dict[tuple, Tensor] = {}  # frozen_item_graph's CPU COO, kept across set_item_graph
         self._knn_lists: dict[tuple[str, int], tuple[Tensor, Tensor, Tensor]] = {}  # (modality, k) -> kNN search
         self._cache: dict[tuple, object] = {}
@@ -69,23 +75,21 @@ class GraphStore:
         self.item_graph = None if graph is None else graph.coalesce().cpu()
         self._cache.clear()
 
-    def _generator(self, salt: int) -> torch.Generator:
-        return torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 7 + salt)
+    def _generator(self, stream: str) -> torch.Generator:
+        """The (seed, epoch) generator of one named sample stream (:data:`STREAMS`)."""
+        if stream not in STREAMS:
+            raise ValueError(f"unknown pruning stream {stream!r}; known: {sorted(STREAMS)}")
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 7 + STREAMS[stream])
 
     # -- graphs -------------------------------------------------------------------------------
     def item_popularity(self) -> Tensor:
         """(I,) train interaction counts."""
         return torch.bincount(self.train_items, minlength=self.n_items)
 
-    def _ratio(self, prune: bool, ratio: float | None) -> float:
-        """The pruning ratio in force: 0 when ``prune`` is off (evaluation), else ``ratio``, or the
-        store's ``prune_ratio`` when ``ratio`` is None (a model that owns Eq. 6 passes its own)."""
-        if not prune:
-            return 0.0
-        r = self.prune_ratio if ratio is None else float(ratio)
-        if not 0.0 <= r < 1.0:
-            raise ValueError(f"prune ratio must be in [0, 1), got {r}")
-        return r
+    @staticmethod
+    def _ratio(prune: bool, ratio: float) -> float:
+        """The pruning ratio in force: 0 when ``prune`` is off (evaluation), else ``ratio``."""
+        return check_prune_ratio(ratio, "prune ratio") if prune else 0.0
 
     def _cached(self, key: tuple, build):
         """Cache per key; a key's last element says whether it depends on the epoch's pruning."""
@@ -93,37 +97,29 @@ class GraphStore:
             self._cache[key] = build()
         return self._cache[key]
 
-    def _interaction_op(self, ratio: float, salt: int) -> SparseOperator:
-        """A on CPU, degree-pruned at ``ratio`` (> 0) with the (seed, epoch, ``salt``) sample, re-normalised
-        on the kept edges, with the self-loop graph as item-item block."""
+    def _interaction_op(self, ratio: float, stream: str) -> SparseOperator:
+        """A on CPU, degree-pruned at ``ratio`` (> 0) with the (seed, epoch) sample of ``stream``,
+        re-normalised on the kept edges, with the self-loop graph as item-item block."""
         u, i = self.train_users, self.train_items
         if ratio > 0:
-            keep = prune_edges(u, i + self.n_users, ratio, self._generator(salt))
+            keep = prune_edges(u, i + self.n_users, ratio, self._generator(stream))
             u, i = u[keep], i[keep]
         adj = interaction_graph(u, i, self.n_users, self.n_items, self.item_graph, self.a_block)
         # a directed self-loop block makes A asymmetric: then the backward needs the real A^T
         return SparseOperator(adj, symmetric=self.item_graph is None)
 
-    def interaction_adj(self, device: torch.device | str = "cpu", prune: bool = True,
-                        ratio: float | None = None) -> SparseOperator:
-        """(U+I, U+I) symmetric-normalised interaction graph (Eq. 1, 7), degree-pruned (Eq. 6)
-        at ``ratio`` (None: the store's ``prune_ratio``; 0 or ``prune=False``: whole graph),
-        with the self-loop graph as item-item block (Eq. 18)."""
-        r = self._ratio(prune, ratio)
-        return self._cached(("A", str(device), r, r > 0), lambda: self._interaction_op(r, salt=1).to(device))
-
-    def pruned_interaction_adj(self, ratio: float, device: torch.device | str = "cpu",
-                               prune: bool = True) -> SparseOperator:
-        """A (Eq. 1, 7) degree-pruned (Eq. 6) at FREEDOM's model-owned ``ratio``: the same graph as
-        ``interaction_adj(ratio=ratio)`` but from its own sample stream (salt 3), which FREEDOM's
-        recorded runs were made with. ``prune=False`` (evaluation) or ``ratio == 0``: the whole graph.
-        """
+    def interaction_adj(self, device: torch.device | str = "cpu", prune: bool = True, ratio: float = 0.0,
+                        stream: str = "interaction") -> SparseOperator:
+        """(U+I, U+I) symmetric-normalised interaction graph (Eq. 1, 7), degree-pruned (Eq. 6) at
+        the caller's ``ratio`` from the named sample ``stream`` (:data:`STREAMS`; 0 or
+        ``prune=False``: the whole graph), with the self-loop graph as item-item block (Eq. 18)."""
         r = self._ratio(prune, ratio)
         if r == 0:
-            return self.interaction_adj(device, prune=False)
-        return self._cached(("A_ratio", str(device), r, True), lambda: self._interaction_op(r, salt=3).to(device))
+            return self._cached(("A", str(device), None, False), lambda: self._interaction_op(0.0, stream).to(device))
+        self._generator(stream)  # an unknown stream fails here, not inside the cached build
+        return self._cached(("A", str(device), r, stream, True), lambda: self._interaction_op(r, stream).to(device))
 
-    def frozen_item_graph(self, weights: dict[str, float], k: int | None = None, weighted: bool = False,
+    def frozen_item_graph(self, weights: dict[str, float], k: int, weighted: bool = False,
                           device: torch.device | str = "cpu") -> SparseOperator:
         """(I, I) ``sum_m w_m D^-1/2 S^m D^-1/2``: per-modality cosine kNN over the *raw* features,
         each Laplacian-normalised, then mixed with fixed weights (FREEDOM's frozen item-item graph,
@@ -132,13 +128,13 @@ class GraphStore:
 
         Args:
             weights: modality -> weight; every key must be one of :attr:`modalities`.
-            k: neighbours per item (default: the store's ``knn_k``).
+            k: neighbours per item (the model's ``knn_k``).
             weighted: False (FREEDOM): every kNN edge is 1 before normalisation; True: cosine values.
         """
         unknown = sorted(set(weights) - set(self.modalities))
         if unknown:
             raise ValueError(f"frozen_item_graph: unknown modalities {unknown}; the dataset has {self.modalities}")
-        k = self.knn_k if k is None else int(k)
+        k = int(k)
         key = (tuple(sorted((m, float(w)) for m, w in weights.items())), k, bool(weighted))
         if key not in self._frozen_knn:
             idx, val = [torch.zeros(2, 0, dtype=torch.long)], [torch.zeros(0)]
@@ -165,28 +161,28 @@ class GraphStore:
                                              self.knn_chunk)
         return self._knn_lists[key]
 
-    def feature_knn_raw(self) -> list[Tensor]:
-        """Per-modality kNN graphs S^0 over raw features with their cosine values (Eq. 3); frozen."""
-        if self._feature_knn_raw is None:
-            self._feature_knn_raw = [knn_lists_to_adjacency(*self.knn_lists(m, self.knn_k), self.n_items)
-                                     for m in self.modalities]
-        return self._feature_knn_raw
+    def feature_knn_raw(self, k: int) -> list[Tensor]:
+        """Per-modality top-``k`` kNN graphs S^0 over raw features with their cosine values (Eq. 3); frozen."""
+        k = int(k)
+        if k not in self._feature_knn_raw:
+            self._feature_knn_raw[k] = [knn_lists_to_adjacency(*self.knn_lists(m, k), self.n_items)
+                                        for m in self.modalities]
+        return self._feature_knn_raw[k]
 
-    def feature_knn(self) -> list[Tensor]:
-        """Per-modality kNN graphs over raw features, Laplacian-normalised (Eq. 2-4); frozen."""
-        return [laplacian_normalize(g) for g in self.feature_knn_raw()]
+    def feature_knn(self, k: int) -> list[Tensor]:
+        """Per-modality top-``k`` kNN graphs over raw features, Laplacian-normalised (Eq. 2-4); frozen."""
+        return [laplacian_normalize(g) for g in self.feature_knn_raw(k)]
 
-    def feature_graphs(self, device: torch.device | str = "cpu") -> list[SparseOperator]:
-        """Per-modality S^m: ``norm(S^0 + G^n)``, the raw sum normalised once (Eq. 4, 18)."""
+    def feature_graphs(self, k: int, device: torch.device | str = "cpu") -> list[SparseOperator]:
+        """Per-modality S^m (top-``k``): ``norm(S^0 + G^n)``, the raw sum normalised once (Eq. 4, 18)."""
 
         def build() -> list[SparseOperator]:
             return [SparseOperator(feature_graph(g, self.item_graph, self.a_block)).to(device)
-                    for g in self.feature_knn_raw()]
+                    for g in self.feature_knn_raw(k)]
 
-        return self._cached(("S", str(device), False), build)
+        return self._cached(("S", str(device), int(k), False), build)
 
-    def kg_edges(self, device: torch.device | str = "cpu", prune: bool = True,
-                 ratio: float | None = None) -> KGEdges:
+    def kg_edges(self, device: torch.device | str = "cpu", prune: bool = True, ratio: float = 0.0) -> KGEdges:
         """(heads, tails, rel_ptr): KG edges with inverses and ``sim`` edges, sorted by (relation,
         head, tail); ``rel_ptr`` (n_kg_relations + 1,) are the CSR offsets of each relation's
         segment. The result unpacks as that 3-tuple and carries ``.structure``, the edges'
@@ -197,7 +193,7 @@ class GraphStore:
         def build() -> KGEdges:
             triples = self.kg if self.kg is not None else torch.zeros(0, 3, dtype=torch.long)
             if r > 0 and len(triples):
-                keep = prune_edges(triples[:, 0], triples[:, 2], r, self._generator(2))
+                keep = prune_edges(triples[:, 0], triples[:, 2], r, self._generator("kg"))
                 triples = triples[keep]
             triples = add_inverse(triples, self.n_base_relations)
             if self.item_graph is not None:

@@ -33,14 +33,11 @@ class SyntheticDataModule(RecDataModule):
         eval_batch_size: int = 2048,
         num_workers: int = 0,
         seed: int = 0,
-        knn_k: int = 10,
-        prune_ratio: float = 0.0,
         noise: dict | None = None,
     ):
         super().__init__(name=name, path=".", format="synthetic", kcore=kcore, split=split, ratios=ratios,
                          split_seed=split_seed, batch_size=batch_size, eval_batch_size=eval_batch_size,
-                         num_workers=num_workers, seed=seed, cache_dir=None, knn_k=knn_k,
-                         prune_ratio=prune_ratio, noise=noise)
+                         num_workers=num_workers, seed=seed, cache_dir=None, noise=noise)
         # fail on a bad member before anything trains (the generator is cheap: it runs in load())
         self.config = side_info_config(int(per_user), side, int(n_users), int(n_items), int(data_seed),
                                        **dict(generator or {}))

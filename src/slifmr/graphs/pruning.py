@@ -52,6 +52,14 @@ def degree_keep_prob(rows: Tensor, cols: Tensor, n_nodes: int | None = None) -> 
     return (d[rows] * d[cols]).rsqrt()
 
 
+def check_prune_ratio(ratio: float, name: str = "prune_ratio") -> float:
+    """``ratio`` as a float if it lies in [0, 1) (1 would drop every edge), else a ValueError
+    naming ``name``: the one range check of every model-owned pruning ratio."""
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {ratio!r}")
+    return float(ratio)
+
+
 def n_kept(n_edges: int, ratio: float) -> int:
     """Number of edges :func:`prune_edges` keeps: ``round((1 - ratio) * n_edges)``."""
     if not 0.0 <= ratio <= 1.0:

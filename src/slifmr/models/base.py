@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from slifmr.graphs.store import GraphSource
 from slifmr.metrics.ranking import RankingMetrics, hits_from_topk, rank_topk
 
 
@@ -40,7 +41,7 @@ class RecModel(pl.LightningModule):
         self._view_cache: dict[str, Tensor] = {}  # name -> (I, d) item embeddings of diagnostics()
         self._diag_logs: dict[str, Tensor] = {}
         self.view_metrics = nn.ModuleDict()  # name -> RankingMetrics of a view, made on first use
-        self.graphs = None  # the DataModule's GraphStore, attached in setup()
+        self.graphs: GraphSource | None = None  # the DataModule's GraphStore, attached in setup()
 
     def init_id_embeddings(self, dim: int) -> None:
         """User and item ID tables, Xavier-initialised (the paper's initialiser)."""
@@ -76,7 +77,7 @@ class RecModel(pl.LightningModule):
         if dm is not None and getattr(dm, "graphs", None) is not None:
             self.attach(dm.graphs)
 
-    def attach(self, graphs) -> None:
+    def attach(self, graphs: GraphSource) -> None:
         """Give the model the graph store it reads graphs from (outside a Trainer too)."""
         self.graphs = graphs
 

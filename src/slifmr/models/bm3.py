@@ -78,7 +78,7 @@ class BM3(RecModel):
     def encode(self) -> tuple[Tensor, Tensor]:
         """Online encoder outputs before the predictor: users (U, d), items (I, d)."""
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])  # (U+I, d)
-        out = propagate_mean(self.graphs.interaction_adj(self.device, prune=self.training), ego, self.n_layers)
+        out = propagate_mean(self.graphs.interaction_adj(self.device), ego, self.n_layers)
         return out[: self.n_users], out[self.n_users :] + self.item_emb.weight
 
     def embeddings(self) -> tuple[Tensor, Tensor]:

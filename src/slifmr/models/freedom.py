@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from slifmr.graphs.adjacency import SparseOperator
+from slifmr.graphs.pruning import check_prune_ratio
 from slifmr.models.base import RecModel
 from slifmr.models.encoders.raw_features import RawFeatures, require_features
 from slifmr.models.losses import bpr_loss
@@ -32,7 +33,7 @@ class FREEDOM(RecModel):
     ``knn_k`` neighbours, self excluded, per-modality Laplacian normalisation, fixed mix); it
     is not a parameter. ``A_pruned`` keeps ``1 - prune_ratio`` of the interactions, sampled
     without replacement with weights ``1/sqrt(d_u d_i)`` and re-sampled every epoch (the store's
-    :meth:`~slifmr.data.graph_store.GraphStore.pruned_interaction_adj`).
+    interaction graph from FREEDOM's own sample stream, ``stream="freedom"``).
 
     Modality weights ``w``: the modality named ``image_modality`` (if the dataset has it) gets
     ``mm_image_weight`` and the others share ``1 - mm_image_weight`` equally; without it, all
@@ -70,14 +71,12 @@ class FREEDOM(RecModel):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()
         dims = require_features(meta, "freedom")
-        if not 0.0 <= prune_ratio < 1.0:
-            raise ValueError(f"prune_ratio must lie in [0, 1), got {prune_ratio}")
         if not 0.0 <= mm_image_weight <= 1.0:
             raise ValueError(f"mm_image_weight must lie in [0, 1], got {mm_image_weight}")
         self.n_ui_layers = n_ui_layers
         self.n_mm_layers = n_mm_layers
         self.knn_k = knn_k
-        self.prune_ratio = prune_ratio
+        self.prune_ratio = check_prune_ratio(prune_ratio)
         self.reg_weight = reg_weight
         self.modality_weights = self.mix_weights(list(dims), mm_image_weight, image_modality)
         self.init_id_embeddings(embedding_dim)
@@ -102,7 +101,7 @@ class FREEDOM(RecModel):
         s = self.item_graph()
         for _ in range(self.n_mm_layers):
             h = s @ h  # (I, d)
-        adj = self.graphs.pruned_interaction_adj(self.prune_ratio, self.device, prune=self.training)
+        adj = self.graphs.interaction_adj(self.device, prune=self.training, ratio=self.prune_ratio, stream="freedom")
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])  # (U+I, d)
         out = propagate_mean(adj, ego, self.n_ui_layers)
         return out[: self.n_users], out[self.n_users :] + h

@@ -31,7 +31,7 @@ class LightGCN(RecModel):
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])  # (U+I, d)
-        out = propagate_mean(self.graphs.interaction_adj(self.device, prune=self.training), ego, self.n_layers)
+        out = propagate_mean(self.graphs.interaction_adj(self.device), ego, self.n_layers)
         return out[: self.n_users], out[self.n_users :]
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -98,7 +98,7 @@ class NGCF(RecModel):
 
     def propagate(self) -> Tensor:
         """(U+I, d + sum(layer_sizes)): ``[E0 | n(E1) | ... | n(EL)]``, n = row L2 normalisation."""
-        adj = self.graphs.interaction_adj(self.device, prune=self.training)
+        adj = self.graphs.interaction_adj(self.device)
         if self.training and self.node_dropout > 0:
             adj = drop_entries(adj, self.node_dropout)
         x = torch.cat([self.user_emb.weight, self.item_emb.weight])  # (U+I, d)

@@ -10,17 +10,26 @@ import torch
 from torch import Tensor, nn
 
 from slifmr.errors import DataError
+from slifmr.graphs.pruning import check_prune_ratio
 from slifmr.models.base import RecModel
 from slifmr.models.encoders.feature_graph import FeatureGraphEncoder
 from slifmr.models.encoders.interaction import READOUTS, lightgcn_readout
 from slifmr.models.encoders.kg_attention import KGAttentionEncoder
 from slifmr.models.fusion import build_fusion
 from slifmr.models.losses import bpr_loss, inter_modal_loss, l2_reg, uniformity_loss
+from slifmr.models.protocols import SelfLoopSettings
+
+CONSISTENCY_DEFAULTS = {"enabled": True, "beta": 1e-3, "gamma": 1e-5, "tau": 0.2, "t": 2.0,
+                        "exclude_positive": True, "warmup_epochs": 0}
 
 
 class SLIFMR(RecModel):
     """Score ``y_ui = x̄_u · x_i`` with ``x_i`` the fusion of x̄_i (interactions), x̃_i (features),
-    x̂_i (KG). Loss (Eq. 24): ``bpr + beta*inter + gamma*intra + eta*||ego||^2``."""
+    x̂_i (KG). Loss (Eq. 24): ``bpr + beta*inter + gamma*intra + eta*||ego||^2``.
+
+    ``consistency`` (Eq. 19-22) and ``self_loop`` (Eq. 16-18, :class:`SelfLoopSettings`, run by
+    the self-loop callback) are dicts whose unknown keys are an error; ``knn_k`` is k of the
+    feature kNN graphs (Eq. 3); ``prune_ratio`` the degree-sensitive pruning of A and G_k (Eq. 6)."""
 
     def __init__(
         self,
@@ -37,22 +46,27 @@ class SLIFMR(RecModel):
         feature_input: str = "id",
         kg_score_per_layer: bool = False,
         kg_attention_every: int = 1,
-        prune_ratio: float | None = 0.7,
+        prune_ratio: float = 0.7,
+        knn_k: int = 10,
         view_diagnostics: bool = True,
         consistency: dict | None = None,
+        self_loop: dict | None = None,
         reg_weight: float = 1e-4,
         lr: float = 1e-3,
         topk=(10, 20, 50),
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()
-        cons = {"enabled": True, "beta": 1e-3, "gamma": 1e-5, "tau": 0.2, "t": 2.0, "exclude_positive": True,
-                "warmup_epochs": 0}
+        cons = dict(CONSISTENCY_DEFAULTS)
         unknown = set(consistency or {}) - set(cons)
         if unknown:
             raise ValueError(f"unknown consistency keys {sorted(unknown)}; allowed: {sorted(cons)}")
         cons.update(consistency or {})
         self.cons = cons
+        self.self_loop = SelfLoopSettings.from_dict(self_loop)
+        if isinstance(knn_k, bool) or not isinstance(knn_k, int) or knn_k < 1:
+            raise ValueError(f"knn_k must be an integer >= 1, got {knn_k!r}")
+        self.knn_k = knn_k
         self.L_b, self.L_m, self.L_k = (L if x is None else x for x in (L_b, L_m, L_k))
         self.use_mm = use_mm and bool(meta.get("features"))
         if use_mm and not meta.get("features"):
@@ -63,10 +77,8 @@ class SLIFMR(RecModel):
             raise ValueError(f"feature_input must be 'id' or 'projected', got '{feature_input}'")
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got '{readout}'")
-        if prune_ratio is not None and not 0.0 <= prune_ratio < 1.0:
-            raise ValueError(f"prune_ratio must be in [0, 1) or null, got {prune_ratio}")
         self.readout = readout
-        self.prune_ratio = prune_ratio
+        self.prune_ratio = check_prune_ratio(prune_ratio)
         self.view_diagnostics = view_diagnostics
         self._last_eval: tuple[list[Tensor], Tensor | None] | None = None  # (views, fusion weights)
         self.use_kg = use_kg
@@ -103,7 +115,7 @@ class SLIFMR(RecModel):
 
     def views(self) -> tuple[Tensor, list[Tensor]]:
         """(x̄_u (U, d), [x̄_i, x̃_i, x̂_i] each (I, d), in that order, minus ablated views).
-        Degree-sensitive pruning (Eq. 6) of A and G_k at ``prune_ratio`` (None: the dataset's)
+        Degree-sensitive pruning (Eq. 6) of A and G_k at ``prune_ratio``
         applies to training only; evaluation sees the whole graphs."""
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         adj = self.graphs.interaction_adj(self.device, prune=self.training, ratio=self.prune_ratio)
@@ -111,7 +123,7 @@ class SLIFMR(RecModel):
         bar_u, bar_i = bar[: self.n_users], bar[self.n_users :]
         views = [bar_i]
         if self.use_mm:
-            views.append(self.feature_encoder(self.graphs.feature_graphs(self.device), self._feature_x0()))
+            views.append(self.feature_encoder(self.graphs.feature_graphs(self.knn_k, self.device), self._feature_x0()))
         if self.use_kg:
             heads, tails, ptr = kg = self.graphs.kg_edges(self.device, prune=self.training,
                                                              ratio=self.prune_ratio)

@@ -50,14 +50,23 @@ def parse_override(item: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+# SLIF-MR's knobs that moved under its model config (issue 11): records made before still read
+MOVED_PREFIXES = ("consistency.", "self_loop.")
+
+
+def canonical_key(key: str) -> str:
+    """An override key as spelt now (``consistency.beta`` -> ``model.consistency.beta``)."""
+    return f"model.{key}" if key.startswith(MOVED_PREFIXES) else key
+
+
 def overrides_of(record: dict[str, Any]) -> dict[str, str]:
-    """The record's overrides as {key: value}, bookkeeping keys removed."""
+    """The record's overrides as {key: value}, bookkeeping keys removed, keys as spelt now."""
     out = {}
     for item in record.get("overrides") or []:
         key, value = parse_override(item)
         if key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES):
             continue
-        out[key] = value
+        out[canonical_key(key)] = value
     return out
 
 

@@ -1,9 +1,9 @@
 """Figures of the paper's studies from result records (matplotlib, Agg backend):
 
 - sensitivity (Fig. 6): metric vs one swept hyper-parameter, a line per dataset, error bars =
-  std over seeds; log x for consistency.gamma (and any positive grid spanning >= 100x);
+  std over seeds; log x for model.consistency.gamma (and any positive grid spanning >= 100x);
 - robustness (Fig. 7): metric vs noise ratio, a panel per noise kind, a line per model;
-- interval (Table IV): metric vs training time, one point per self_loop.interval.
+- interval (Table IV): metric vs training time, one point per model.self_loop.interval.
 
 Which apply is read from the records' swept overrides (:func:`detect_studies`).
 """
@@ -22,14 +22,14 @@ from slifmr.report.aggregate import MODEL_NAMES, common_overrides, config_value,
 from slifmr.report.records import ReportError
 
 NOISE_KEYS = ("noise.interaction", "noise.kg", "noise.modality")
-INTERVAL_KEY = "self_loop.interval"
-LOG_KEYS = {"consistency.gamma"}
+INTERVAL_KEY = "model.self_loop.interval"
+LOG_KEYS = {"model.consistency.gamma"}
 KEY_LABELS = {
     "model.L": "GNN layers L",
-    "consistency.beta": "inter-modal consistency weight β",
-    "consistency.gamma": "intra-modal consistency weight γ (log scale)",
-    "self_loop.top_n": "self-loop neighbours top-N",
-    "self_loop.interval": "self-loop refresh interval (epochs)",
+    "model.consistency.beta": "inter-modal consistency weight β",
+    "model.consistency.gamma": "intra-modal consistency weight γ (log scale)",
+    "model.self_loop.top_n": "self-loop neighbours top-N",
+    "model.self_loop.interval": "self-loop refresh interval (epochs)",
     "noise.interaction": "interaction noise",
     "noise.kg": "KG noise",
     "noise.modality": "modality noise",
