@@ -17,6 +17,7 @@ from slifmr.data.graph_store import GraphStore
 from slifmr.errors import DataError
 from slifmr.graphs.kg_ops import edge_trilinear, weighted_relational_aggregate
 from slifmr.models.kgrec import KGRec, kgrec_contrast, mask_top_rationale, masked_reconstruction_loss, rationale_scores
+from slifmr.models.krdn import KRDN, agreement_mask, antithetic_gates, ccl_loss, disarm_gradient
 from slifmr.train import train
 
 # 3 users, 3 items (entities 0-2), entities 3-4, 2 relations
@@ -126,8 +127,65 @@ def test_kgrec_step_masks_triples_out_of_the_encoder_and_trains_every_part():
     assert not torch.allclose(ent_all[3], ent0[3])
 
 
+# -- KRDN -----------------------------------------------------------------------------------------
+def test_krdn_disarm_gradient_by_hand_and_unbiased_for_a_linear_loss():
+    theta = torch.tensor([0.0, 2.0])
+    g = disarm_gradient(theta, torch.tensor([True, True]), torch.tensor([False, True]), torch.tensor(3.0),
+                        torch.tensor(1.0))
+    assert torch.allclose(g, torch.tensor([0.5 * 2.0 * 1.0 * 0.5, 0.0]))  # equal gates: no signal
+    # E[f(b)] = c . sigmoid(theta) for f(b) = c . b: the mean estimate is c sigmoid'(theta) (descent sign)
+    torch.manual_seed(4)
+    theta = torch.tensor([-1.0, 0.5, 2.0]).repeat(200_000, 1)
+    c = torch.tensor([1.0, -2.0, 3.0])
+    first, second = antithetic_gates(theta)
+    est = disarm_gradient(theta, first, second, (first.float() * c).sum(1, keepdim=True),
+                          (second.float() * c).sum(1, keepdim=True)).mean(0)
+    sig = torch.sigmoid(theta[0])
+    assert torch.allclose(est, c * sig * (1 - sig), atol=0.01)
+
+
+def test_krdn_agreement_rule_by_hand():
+    p, pcf = torch.tensor([0.6, 0.4]), torch.tensor([0.9, 0.1])
+    # |sig(.6) - sig(.9)| = 0.0652, |sig(.4) - sig(.1)| = 0.0737
+    assert agreement_mask(p, pcf, 0.07).tolist() == [True, False]
+    assert agreement_mask(p, pcf, 0.2).tolist() == [True, True]
+
+
+def test_krdn_contrastive_denoising_loss_by_hand():
+    u, pos = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]])
+    neg = torch.tensor([[0.9, 0.5, 0.85]])
+    for w in (1.0, 0.0):  # a disagreeing interaction (bank 0) loses its positive term
+        got = ccl_loss(u, pos, neg, torch.tensor([w]), margin=0.8)
+        expected = w * (1 - 1 / math.sqrt(2)) + (0.1 + 0.05) / (2 + 1e-5)
+        assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_krdn_gated_off_triples_take_no_part_and_gates_learn():
+    torch.manual_seed(5)
+    model = KRDN(META, embedding_dim=4, n_negatives=3, mess_dropout=0.0)
+    model.attach(tiny_store())
+    st = model.graph_state()
+    heads, tails, rels = st["heads"], st["tails"], st["rels"]
+    ent = torch.randn(5, 4)
+    keep = (heads == 3) & (tails == 2)  # of head 3's triples (3,r0,2) cross and (3,r1,4) same: only the cross one
+    agg, rel_mean = model.kg_hop(0, ent, keep)
+    r = int(rels[keep])
+    cross = ent[2] * model.rel_emb[r]
+    expected = (F.leaky_relu(model.w_cross[0](cross)) + F.leaky_relu(model.w_same[0](torch.zeros(4)))) / 2
+    assert torch.allclose(agg[3], expected, atol=1e-6)
+    assert torch.allclose(rel_mean[3], model.rel_emb[r].detach(), atol=1e-6)
+    # gates: one DisARM step per training step moves the logits; evaluation keeps sigmoid > 0.5
+    before = model.gate_logits.clone()
+    model.train()
+    out = model.loss(tiny_batch())
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and not torch.equal(before, model.gate_logits)
+    assert model.user_emb.weight.grad.abs().sum() > 0 and model.cf_item_emb.weight.grad.abs().sum() > 0
+    assert torch.equal(model.eval_gates(), model.gate_logits > 0)
+
+
 # -- shared checks --------------------------------------------------------------------------------
-MODELS = [(KGRec, "kgrec")]
+MODELS = [(KGRec, "kgrec"), (KRDN, "krdn")]
 
 
 @pytest.mark.parametrize("cls, name", MODELS)

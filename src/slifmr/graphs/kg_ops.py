@@ -282,3 +282,12 @@ def weighted_relational_aggregate(heads: Tensor, tails: Tensor, rels: Tensor, we
     if not (heads.numel() == tails.numel() == rels.numel()):
         raise ValueError(f"heads/tails/rels differ in length: {(heads.numel(), tails.numel(), rels.numel())}")
     return _WeightedRelationalAggregate.apply(x, rel_emb, w, heads, tails, rels, n_out, chunk)
+
+
+def interaction_entries(users: Tensor, items: Tensor, n_users: int, n_items: int) -> dict[str, Tensor]:
+    """The distinct train interactions as entries sorted by ``(user, item)``: ``rows``, ``cols``,
+    ``keys = rows * n_items + cols`` (sorted, so a batch's ``(u, i)`` finds its entry by
+    ``searchsorted``) and ``deg`` (U,) the users' interaction counts."""
+    keys = torch.unique(users.reshape(-1).long() * n_items + items.reshape(-1).long())
+    rows, cols = keys // n_items, keys % n_items
+    return {"rows": rows, "cols": cols, "keys": keys, "deg": torch.bincount(rows, minlength=n_users)}

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from slifmr.errors import DataError
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
-from slifmr.graphs.kg_ops import edge_trilinear, relational_aggregate, weighted_relational_aggregate
+from slifmr.graphs.kg_ops import (edge_trilinear, interaction_entries, relational_aggregate,
+                                  weighted_relational_aggregate)
 from slifmr.models.base import RecModel
 from slifmr.models.losses import bpr_loss, l2_reg
 
@@ -171,9 +172,9 @@ class KGRec(RecModel):
         the same values: the release's ``ui_agg``)."""
         if self._ui is None or self._ui["store"] is not self.graphs or self._ui["device"] != self.device:
             g = self.graphs
-            key = torch.unique(g.train_users * self.n_items + g.train_items)
-            u, i = key // self.n_items, key % self.n_items
-            vals = torch.bincount(u, minlength=self.n_users).clamp_min(1).float().reciprocal()[u]
+            ent = interaction_entries(g.train_users, g.train_items, self.n_users, self.n_items)
+            u, i = ent["rows"], ent["cols"]
+            vals = ent["deg"].clamp_min(1).float().reciprocal()[u]
             n = self.n_users + self.n_items
             dev = self.device
             self._ui = {"store": g, "device": dev, "rows": u.to(dev), "cols": i.to(dev), "vals": vals.to(dev),
