@@ -46,7 +46,7 @@ class SLIFMR(RecModel):
         feature_input: str = "id",
         kg_score_per_layer: bool = False,
         kg_attention_every: int = 1,
-        prune_ratio: float = 0.7,
+        prune_ratio: float = 0.0,
         knn_k: int = 10,
         view_diagnostics: bool = True,
         consistency: dict | None = None,
