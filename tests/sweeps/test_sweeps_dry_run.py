@@ -24,7 +24,7 @@ from slifmr import sweeps
 EXPECTED = {
     "table2": 84, "table3": 18, "table4": 15, "fig5": 12,
     "fig6_layers": 15, "fig6_beta": 21, "fig6_gamma": 15, "fig6_topn": 15,
-    "fig7_interaction": 60, "fig7_kg": 60, "fig7_modality": 60,
+    "fig7_interaction": 60, "fig7_kg": 60, "fig7_modality": 60, "side_info": 162,
 }
 MODEL_DIR = resources.files("slifmr.conf").joinpath("model")
 
@@ -98,6 +98,12 @@ def test_sweep_values_reach_the_job_config(tmp_path):
     assert cfg.model.consistency.beta == 0.3
     cfg = make_cfg(tmp_path, ["+sweep=table4", "model.self_loop.interval=5"])
     assert cfg.model.self_loop.interval == 5
+    # side_info: an arm picks the model and, for SLIF-MR, the ablation; the dataset is the synthetic family
+    cfg = make_cfg(tmp_path, ["+sweep=side_info", "+arm=slifmr_wo_sge", "dataset.per_user=5", "dataset.side=noise"])
+    assert cfg.model._target_.endswith("SLIFMR") and cfg.model.self_loop.enabled is False and cfg.model.use_kg
+    assert cfg.dataset.name == "synth-u5-noise" and cfg.dataset.n_users == 600
+    cfg = make_cfg(tmp_path, ["+sweep=side_info", "+arm=kgin"])
+    assert cfg.model._target_.endswith("KGIN") and cfg.dataset.name == "synth-u10-informative"
 
 
 def test_command_line_narrows_an_axis(monkeypatch, capsys, tmp_path):
@@ -114,3 +120,21 @@ def test_full_grid_with_seeds(monkeypatch, capsys, tmp_path):
     assert len(lines) == EXPECTED["table3"] == 18
     jobs = {re.search(r"ablation=(\w+),seed=(\d)$", line).groups() for line in lines}
     assert len(jobs) == 18
+
+
+def test_paper_preset_is_the_paper_switch_for_switch(tmp_path):
+    """model=slifmr_paper: SPEC's reading of the paper, whatever model=slifmr's defaults are."""
+    from hydra_compose import make_cfg
+
+    paper = make_cfg(tmp_path, ["model=slifmr_paper"]).model
+    ours = make_cfg(tmp_path, ["model=slifmr"]).model
+    assert paper._target_ == ours._target_ and set(paper) == set(ours)  # the same constructor, every key
+    assert paper.readout == "residual" and paper.prune_ratio == 0.0 and paper.fusion == "ailf"
+    assert paper.consistency.beta == 0.1 and paper.consistency.gamma == 1e-5
+    assert paper.consistency.exclude_positive and paper.consistency.enabled
+    sl = paper.self_loop
+    assert (sl.enabled, sl.interval, sl.top_n, sl.mode, sl.a_block) == (True, 1, 10, "replace", "cosine")
+    # ablations and one-key overrides reach the preset as they reach model=slifmr
+    cfg = make_cfg(tmp_path, ["model=slifmr_paper", "ablation=wo_sge", "model.consistency.beta=0.3"])
+    assert cfg.model.self_loop.enabled is False and cfg.model.consistency.beta == 0.3
+    assert cfg.model.readout == "residual"
