@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 
@@ -51,17 +52,25 @@ def print_metrics(metrics: dict[str, float], prefix: str) -> None:
 
 
 def _slifmr_error(exc: BaseException) -> BaseException | None:
-    """The DataError (bad input or configuration) behind ``exc``, if any: Hydra wraps the errors
-    a constructor raises in an InstantiationException."""
+    """The error of bad input or configuration behind ``exc``, if any: a DataError anywhere in the
+    chain, or the ValueError a constructor raised on a config value (Hydra wraps it in an
+    InstantiationException that names the target)."""
+    from hydra.errors import InstantiationException
+
     from slifmr.errors import DataError
 
     seen = set()
+    chain = []
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, DataError):
-            return exc
         seen.add(id(exc))
+        chain.append(exc)
         exc = exc.__cause__ or exc.__context__
-    return None
+    found = next((e for e in chain if isinstance(e, DataError)), None)
+    value_error = next((e for e in chain[1:] if type(e) is ValueError), None)
+    if found is None and isinstance(chain[0], InstantiationException) and value_error is not None:
+        key = re.search(r"full_key: (\S+)", str(chain[0]))
+        return ValueError(f"{key.group(1) if key else 'config'}: {value_error}")
+    return found
 
 
 @contextlib.contextmanager
@@ -74,5 +83,6 @@ def report_errors() -> Iterator[None]:
         err = _slifmr_error(exc)
         if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("SLIFMR_DEBUG") == "1":
             raise
-        print(f"error: {err}  (SLIFMR_DEBUG=1 shows the traceback)", file=sys.stderr, flush=True)
+        message = " ".join(str(err).split())  # one line, whatever the message
+        print(f"error: {message}  (SLIFMR_DEBUG=1 shows the traceback)", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

@@ -52,6 +52,9 @@ class RecDataModule(pl.LightningDataModule):
         expected: dict | None = None,
     ):
         super().__init__()
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise DataError(f"dataset.{key} must be >= 1, got {value}")
         self.name = name
         self.path = Path(path).expanduser()
         self.format = format

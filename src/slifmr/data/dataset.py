@@ -111,6 +111,10 @@ def check_features(name: str, feat: np.ndarray, n_items: int, path: str) -> np.n
     """Validate one feature matrix: 2-D, one row per item, finite. Returns float32."""
     if feat.ndim != 2:
         raise DataError(f"feature '{name}' must be a 2-D matrix (items x dims), got shape {feat.shape}", path)
+    if feat.dtype.kind not in "biuf":  # bool, ints, floats; not strings, objects or complex numbers
+        raise DataError(f"feature '{name}' has dtype {feat.dtype}, expected real numbers (float or int)", path)
+    if feat.shape[1] == 0:
+        raise DataError(f"feature '{name}' has shape {feat.shape}: no dimensions", path)
     if feat.shape[0] != n_items:
         raise DataError(
             f"feature '{name}' has {feat.shape[0]} rows but the dataset has {n_items} items "

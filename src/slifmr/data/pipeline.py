@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,6 +11,8 @@ from slifmr.data.dataset import TEST, TRAIN, VALID, RawDataset, RecDataset
 from slifmr.data.filter import compact, kcore_mask
 from slifmr.data.split import carve_valid, check_disjoint, random_split
 from slifmr.errors import DataError
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("random", "given")
 
@@ -55,7 +58,7 @@ def build_rec_dataset(
             raise DataError(f"dataset '{raw.name}' ({raw.source}): the {name} split is empty after filtering and splitting")
     check_disjoint(n_items, **parts)
 
-    kg, n_entities = _remap_kg(raw, old_items, n_items)
+    kg, n_entities = _remap_kg(raw, dedupe_triples(raw.kg, raw.source or raw.name), old_items, n_items)
     features = {k: v[old_items] for k, v in raw.features.items()}
     masks = {k: v[old_items] for k, v in raw.feature_masks.items()}
     return RecDataset(
@@ -76,18 +79,32 @@ def build_rec_dataset(
     )
 
 
-def _remap_kg(raw: RawDataset, old_items: np.ndarray, n_items: int) -> tuple[np.ndarray | None, int]:
+def dedupe_triples(kg: np.ndarray | None, source: str) -> np.ndarray | None:
+    """Each (head, relation, tail) once, in first-occurrence order; says how many repeats it dropped
+    (a repeated triple would weigh its edge twice in every KG aggregation)."""
+    if kg is None or len(kg) == 0:
+        return kg
+    _, first = np.unique(kg, axis=0, return_index=True)
+    if len(first) == len(kg):
+        return kg
+    log.warning("%s: dropped %d duplicate KG triple(s) of %d (each triple is kept once)",
+                source, len(kg) - len(first), len(kg))
+    return kg[np.sort(first)]
+
+
+def _remap_kg(raw: RawDataset, kg: np.ndarray | None, old_items: np.ndarray,
+              n_items: int) -> tuple[np.ndarray | None, int]:
     """Renumber entities so kept items are 0..n_items-1 and every other entity follows.
 
     Items dropped by filtering stay in the KG as ordinary entities: their triples still link
     kept items through shared attributes.
     """
-    if raw.kg is None:
+    if kg is None:
         return None, 0
     n_ent = raw.n_entities
     remap = np.full(n_ent, -1, dtype=np.int64)
     remap[old_items] = np.arange(n_items)
     others = np.flatnonzero(remap < 0)
     remap[others] = n_items + np.arange(len(others))
-    kg = np.stack([remap[raw.kg[:, 0]], raw.kg[:, 1], remap[raw.kg[:, 2]]], axis=1)
+    kg = np.stack([remap[kg[:, 0]], kg[:, 1], remap[kg[:, 2]]], axis=1)
     return kg, n_ent  # a renumbering: dropped items stay as ordinary entities

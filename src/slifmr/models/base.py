@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from slifmr.errors import DataError
 from slifmr.graphs.store import GraphSource
 from slifmr.metrics.ranking import RankingMetrics, hits_from_topk, rank_topk
 
@@ -45,6 +46,8 @@ class RecModel(pl.LightningModule):
 
     def init_id_embeddings(self, dim: int) -> None:
         """User and item ID tables, Xavier-initialised (the paper's initialiser)."""
+        if dim < 1:
+            raise DataError(f"model.embedding_dim must be >= 1, got {dim}")
         self.user_emb = nn.Embedding(self.n_users, dim)
         self.item_emb = nn.Embedding(self.n_items, dim)
         nn.init.xavier_uniform_(self.user_emb.weight)

@@ -71,6 +71,8 @@ class FREEDOM(RecModel):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()
         dims = require_features(meta, "freedom")
+        if knn_k < 1:
+            raise ValueError(f"knn_k must be >= 1 (neighbours per item of the feature graph), got {knn_k}")
         if not 0.0 <= mm_image_weight <= 1.0:
             raise ValueError(f"mm_image_weight must lie in [0, 1], got {mm_image_weight}")
         self.n_ui_layers = n_ui_layers

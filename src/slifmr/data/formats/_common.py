@@ -30,11 +30,18 @@ def dataset_dir(path: str | Path) -> Path:
     return directory
 
 
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, as some editors write at a text file's start
+
+
 def read_bytes(path: Path) -> bytes:
-    """File contents, or a DataError naming the expected path when the file is missing."""
+    """File contents without a leading UTF-8 BOM, or a DataError naming the expected path when
+    the file is missing."""
     if not path.is_file():
         raise DataError("required file is missing", path)
-    return path.read_bytes()
+    try:
+        return path.read_bytes().removeprefix(BOM)
+    except OSError as exc:
+        raise DataError(f"cannot read the file ({exc.strerror or exc})", path) from exc
 
 
 @dataclass
@@ -140,6 +147,19 @@ def check_ids(
         raise DataError(f"{what} id {int(values[i])} is too large for a dense id", path, int(lines[i]))
 
 
+def check_dense(values: np.ndarray, lines: np.ndarray, path: Path, what: str, list_file: str,
+                in_use: int) -> None:
+    """Without a list file the largest id sets the table size: refuse one far beyond the ``in_use``
+    distinct ids (a stray ``2000000`` would allocate two million embeddings), naming its line."""
+    if len(values) == 0:
+        return
+    top = int(values.max())
+    if top >= 2 * in_use + 1000:
+        k = int(np.argmax(values))
+        raise DataError(f"{what} id {top} is far beyond the {in_use} distinct {what} ids in use: ids must be "
+                        f"dense 0..n-1; put {list_file} next to it to declare the id range", path, int(lines[k]))
+
+
 def first_occurrences(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
     """Indices of the first occurrence of each (user, item) pair, in file order."""
     keys = users * np.int64(max(n_items, 1)) + items
@@ -195,14 +215,23 @@ def load_features(
         features[name] = feat
         mask_path = path.with_name(f"{name}_mask.npy")
         masks[name] = _load_mask(mask_path, name, n_items) if mask_path.is_file() else presence_mask(feat)
+        if not masks[name].any():
+            raise DataError(f"feature '{name}' covers no item (every row is zero or masked out): it carries "
+                            "no information; fix the file or remove it", path)
     return features, masks
 
 
 def _load_npy(path: Path, what: str, kind: str) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"{what} is not a readable .npy {kind} ({exc})", path) from exc
+    if not isinstance(arr, np.ndarray):  # np.load opens an .npz archive whatever its name
+        names = list(arr.files)
+        arr.close()
+        raise DataError(f"{what} is an .npz archive (arrays {names}), not a .npy {kind}: "
+                        "save the matrix itself with np.save", path)
+    return arr
 
 
 def _load_mask(path: Path, name: str, n_items: int) -> np.ndarray:

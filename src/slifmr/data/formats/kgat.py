@@ -10,6 +10,7 @@ header) and ``<name>_feat.npy`` feature matrices (row ``i`` = item ``i``), each 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from slifmr.data.dataset import TEST, TRAIN, VALID, RawDataset
 from slifmr.data.formats._common import (
     MAX_ID,
+    check_dense,
     check_ids,
     dataset_dir,
     feature_files,
@@ -28,6 +30,8 @@ from slifmr.data.formats._common import (
     token_layout,
 )
 from slifmr.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 def read_kgat(path: str | Path, name: str | None = None, features: list[str] | None = None) -> RawDataset:
@@ -48,6 +52,11 @@ def read_kgat(path: str | Path, name: str | None = None, features: list[str] | N
     # valid.txt is optional (KGAT has none; slifmr.prepare writes one when the source had a valid split)
     names = ["train.txt", "valid.txt", "test.txt"] if (directory / "valid.txt").is_file() else ["train.txt", "test.txt"]
     read = {f: _read_interactions(directory / f, user_list, item_list) for f in names}
+    for col, what, table in ((0, "user", user_list), (1, "item", item_list)):
+        if table is None:  # the largest id sizes the tables: it must be near the ids in use
+            in_use = len(np.unique(np.concatenate([r[col] for r in read.values()])))
+            for f, r in read.items():
+                check_dense(r[col], r[2], directory / f, what, f"{what}_list.txt", in_use=in_use)
     # a user line without items still makes that user exist
     n_users = max([len(user_list) if user_list is not None else 0] + [r[3] + 1 for r in read.values()])
     n_items = max(
@@ -152,6 +161,9 @@ def _read_kg(
     if not path.is_file():
         return None, 0, []
     table = parse_int_lines(path, read_bytes(path))
+    if len(table.values) == 0:
+        log.warning("%s is empty: the dataset has no knowledge graph", path)
+        return None, 0, []
     bad = np.flatnonzero((table.counts != 0) & (table.counts != 3))
     if len(bad):
         line = int(bad[0])
@@ -166,6 +178,10 @@ def _read_kg(
     check_ids(kg[:, 2], lines, path, "tail entity", _size(entity_list), "entity_list.txt")
     check_ids(kg[:, 1], lines, path, "relation", _size(relation_list), "relation_list.txt")
     max_entity = int(max(kg[:, 0].max(initial=-1), kg[:, 2].max(initial=-1)))
+    if entity_list is None:
+        ends = np.concatenate([kg[:, 0], kg[:, 2]])
+        check_dense(ends, np.concatenate([lines, lines]), path, "entity", "entity_list.txt",
+                    in_use=len(np.unique(np.concatenate([ends, np.arange(n_items)]))))
     n_entities = max(n_items, max_entity + 1, _size(entity_list) or 0)
     n_relations = max(int(kg[:, 1].max(initial=-1)) + 1, _size(relation_list) or 0)
     if relation_list is not None:

@@ -8,6 +8,7 @@ is what the KGAT-layout datasets derived from the same files use, so both reader
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from slifmr.data.formats._common import (
     sorted_tokens,
 )
 from slifmr.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 def read_recbole(path: str | Path, name: str | None = None) -> RawDataset:
@@ -119,6 +122,12 @@ def read_atomic(path: Path, required: list[str]) -> tuple[dict[str, list[str]], 
     for f, c in index.items():
         if c == ncol - 1:  # a CRLF file leaves "\r" on the last field
             cols[f] = [t.rstrip("\r") for t in cols[f]]
+        padded = [k for k, t in enumerate(cols[f]) if t != t.strip()]
+        if padded:  # "12 " and "12" would silently be two different ids
+            k = padded[0]
+            log.warning("%s, line %d: %s token %r has surrounding spaces; stripped (%d token(s) in all)",
+                        path, int(lines[k]), f, cols[f][k], len(padded))
+            cols[f] = [t.strip() for t in cols[f]]
         if "" in cols[f]:
             raise DataError(f"empty {f}", path, int(lines[cols[f].index("")]))
     return cols, lines
