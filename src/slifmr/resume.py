@@ -27,7 +27,7 @@ LAST = "last.ckpt"
 # may differ between a run and its resumption: where and how it is logged, how long it runs
 MAY_CHANGE = ("hydra", "paths", "resume", "ckpt_path", "train", "test", "dry_run", "tags", "logger", "task_name",
               "sweep_name", "trainer.max_epochs", "trainer.max_time", "trainer.enable_progress_bar",
-              "callbacks.progress_bar", "debug")
+              "callbacks.progress_bar", "debug", "trainer.default_root_dir", "callbacks.model_checkpoint.dirpath")
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:

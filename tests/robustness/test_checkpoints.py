@@ -105,7 +105,8 @@ def test_checkpoint_on_another_split_is_refused(tmp_path, shared_data):
                           config_name="eval"))
     msg = str(e.value)
     assert str(best) in msg and "split_seed=2025" in msg and "split_seed=1" in msg
-    # resuming from it on another split: refused too
+    # starting a new run from it: accepted on the same data (its checkpoint directory differs), refused on another split
+    train(make_cfg(tmp_path / "same", common + FAST + [f"ckpt_path={best}", "trainer.max_epochs=2"]))
     with pytest.raises(CheckpointError, match="split_seed") as e:
         train(make_cfg(tmp_path / "r", common + FAST + [f"ckpt_path={best}", "dataset.split_seed=1"]))
     # ... also when the run's config is not compared (the data check is the datamodule's own)
