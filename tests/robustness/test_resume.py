@@ -17,7 +17,7 @@ from hydra_compose import make_cfg
 from slifmr.train import train
 
 HERE = Path(__file__).resolve().parent
-COMMON = ["model=slifmr", "trainer.max_epochs=3", "dataset.batch_size=512", "callbacks.progress_bar=null",
+COMMON = ["model=slifmr", "model.prune_ratio=0.5", "trainer.max_epochs=3", "dataset.batch_size=512", "callbacks.progress_bar=null",
           "callbacks.early_stopping.patience=10", "+callbacks.killer._target_=killer.KillAt"]
 
 
