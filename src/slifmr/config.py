@@ -47,5 +47,9 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("slifmr.embedded", embedded_path)
     if not OmegaConf.has_resolver("slifmr.sweep_group"):
         OmegaConf.register_new_resolver("slifmr.sweep_group", sweep_group)
+    if not OmegaConf.has_resolver("slifmr.hydra_subdir"):
+        from slifmr.hydra_callbacks import hydra_subdir
+
+        OmegaConf.register_new_resolver("slifmr.hydra_subdir", hydra_subdir)
     if not OmegaConf.has_resolver("slifmr.run_name"):
         OmegaConf.register_new_resolver("slifmr.run_name", run_name)

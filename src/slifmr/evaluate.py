@@ -17,12 +17,14 @@ from slifmr.checkpoints import CLASS_KEY, AtomicCheckpointIO, CheckpointError, c
 from slifmr.config import register_resolvers
 from slifmr.callbacks.self_loop import SelfLoopCallback
 from slifmr.runner import finish_loggers, instantiate_loggers, print_metrics, report_errors
+from slifmr.warnings_filter import quiet_third_party
 
 register_resolvers()
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    pl.seed_everything(cfg.seed, workers=True)
+    quiet_third_party()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt = read_checkpoint(cfg.ckpt_path)  # first: weights only, nothing in the file runs
     datamodule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
     datamodule.setup("test")
@@ -45,11 +47,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"was trained on {model.meta['n_users']} users x {model.meta['n_items']} items, but dataset "
             f"'{datamodule.name}' has {datamodule.meta['n_users']} x {datamodule.meta['n_items']}", cfg.ckpt_path)
     loggers = instantiate_loggers(cfg.get("logger"), cfg)
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=[SelfLoopCallback()],
-                                      plugins=[AtomicCheckpointIO()])
+    # the weights are loaded above and the self-loop graph is put back here, so trainer.test gets no
+    # ckpt_path: with one, Lightning asks for every callback whose state the checkpoint holds
+    model.attach(datamodule.graphs)
+    SelfLoopCallback().restore_test_graph(ckpt, datamodule.graphs, model)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, plugins=[AtomicCheckpointIO()])
     try:
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False,
-                               weights_only=True)
+        results = trainer.test(model, datamodule=datamodule, verbose=False)
         metrics = {k: float(v) for k, v in results[0].items()}
         print_metrics(metrics, prefix="test/")
         return metrics
@@ -64,4 +68,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from slifmr.overrides import run_cli
+
+    run_cli(main, "eval")

@@ -1,13 +1,17 @@
-"""Small pieces the entry points share: instantiate callbacks/loggers, finish W&B, print."""
+"""Small pieces the entry points share: instantiate callbacks/loggers, finish W&B, what the
+console shows (job label, closing block)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import math
 import os
 import re
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -15,10 +19,79 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 
-def instantiate_callbacks(cfg: DictConfig | None) -> list:
+def instantiate_callbacks(cfg: DictConfig | None, progress_bar: bool = True) -> list:
+    """Callbacks from config; ``progress_bar=False`` (``trainer.enable_progress_bar=false``) drops
+    the progress bar, which Lightning refuses beside that flag."""
     if not cfg:
         return []
-    return [hydra.utils.instantiate(c) for c in cfg.values() if c is not None and "_target_" in c]
+    callbacks = [hydra.utils.instantiate(c) for c in cfg.values() if c is not None and "_target_" in c]
+    if not progress_bar:
+        from pytorch_lightning.callbacks import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
+
+
+def train_batches_per_epoch(n_train: int, batch_size: int, limit: int | float | None = None) -> int:
+    """Training batches of one epoch as Lightning will run them (``limit_train_batches``: an int
+    caps the count, a float takes that fraction)."""
+    n = max(1, math.ceil(n_train / batch_size))
+    if limit is None:
+        return n
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        return max(1, min(n, limit))
+    return max(1, int(n * float(limit)))
+
+
+def log_interval(requested: int, batches: int) -> int:
+    """``log_every_n_steps`` never above the epoch's batches: above it Lightning logs no step of
+    an epoch and warns every epoch."""
+    return max(1, min(int(requested), batches))
+
+
+def job_label() -> str | None:
+    """``job N: overrides`` inside a multirun job (its lines are told apart from the others'), else None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if getattr(hc.mode, "name", str(hc.mode)) != "MULTIRUN":
+        return None
+    return f"job {hc.job.get('num', '?')}: {' '.join(hc.overrides.task) or '(no overrides)'}"
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s" if m else f"{seconds:.1f}s"
+
+
+def closing_block(run_dir: str | Path, metrics: dict[str, float], seconds: float, record: Path | None = None,
+                  checkpoint: str | None = None, label: str | None = None) -> str:
+    """What a finished run says last: where everything is, the best epoch and its validation
+    score (from the record), the test metrics as a metric x K table, the wall time."""
+    lines = [f"run finished{f' ({label})' if label else ''} in {_duration(seconds)}",
+             f"  run dir     {run_dir}"]
+    rec = json.loads(Path(record).read_text()) if record is not None and Path(record).is_file() else {}
+    if rec.get("best_epoch") is not None:
+        monitor = rec.get("monitor") or "val/recall@20"
+        value = (rec.get("val") or {}).get(monitor.removeprefix("val/"))
+        score = f" ({monitor} {value:.4f})" if isinstance(value, (int, float)) else ""
+        lines.append(f"  best epoch  {rec['best_epoch']} of {rec.get('epochs', '?')}{score}")
+    test = {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/") and "@" in k}
+    if test:
+        ks = sorted({int(k.split("@")[1]) for k in test})
+        names = list(dict.fromkeys(k.split("@")[0] for k in test))
+        lines.append("  test        " + "".join(f"{'@' + str(k):>9}" for k in ks))
+        for n in names:
+            cells = "".join(f"{test[f'{n}@{k}']:>9.4f}" if f"{n}@{k}" in test else " " * 9 for k in ks)
+            lines.append(f"    {n:<10}" + cells)
+    if checkpoint:
+        lines.append(f"  checkpoint  {checkpoint}")
+    if record is not None:
+        lines.append(f"  record      {record}")
+    return "\n".join(lines)
 
 
 def instantiate_loggers(cfg: DictConfig | None, full_cfg: DictConfig) -> list:

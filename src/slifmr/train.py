@@ -17,10 +17,12 @@ from slifmr.checkpoints import AtomicCheckpointIO
 from slifmr.config import register_resolvers
 from slifmr.report.records import save_run_record
 from slifmr.resume import ConfigInCheckpoint, plain_config, resolve_ckpt
-from slifmr.runner import finish_loggers, instantiate_callbacks, instantiate_loggers, print_metrics, report_errors
+from slifmr.runner import (closing_block, finish_loggers, instantiate_callbacks, instantiate_loggers, job_label,
+                           log_interval, report_errors, train_batches_per_epoch)
 from slifmr.validate import check_config, check_eval
+from slifmr.warnings_filter import quiet_third_party
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("slifmr.train")  # also when run as __main__
 register_resolvers()
 
 
@@ -28,19 +30,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train (early stopping on valid), then test once with the best checkpoint;
     the run's result record goes to its directory (slifmr.report reads it)."""
     started = time.perf_counter()
+    quiet_third_party()
+    label = job_label()
+    if label:
+        log.info("%s", label)
     check_config(cfg)  # wrong types name their key before anything is built
     ckpt_path = resolve_ckpt(cfg) if cfg.get("train", True) else None
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
     datamodule.setup("fit")
     data_seconds = time.perf_counter() - started  # before the Trainer exists: timed here
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model, meta=datamodule.meta, _convert_="all")
     val_keys = [f"val/{k}" for k in model.val_metrics.keys()] if hasattr(model, "val_metrics") else None
     check_eval(cfg.eval.topk, cfg.eval.get("monitor"), datamodule.meta["n_items"], val_keys)
-    callbacks = instantiate_callbacks(cfg.get("callbacks")) + [ConfigInCheckpoint(plain_config(cfg))]
+    callbacks = instantiate_callbacks(cfg.get("callbacks"), progress_bar=cfg.trainer.get("enable_progress_bar", True))
+    callbacks.append(ConfigInCheckpoint(plain_config(cfg)))
     loggers = instantiate_loggers(cfg.get("logger"), cfg)
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers,
-                                                  plugins=[AtomicCheckpointIO()])
+    batches = train_batches_per_epoch(len(datamodule.data.train), datamodule.batch_size,
+                                      cfg.trainer.get("limit_train_batches"))
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=log_interval(cfg.trainer.get("log_every_n_steps", 50), batches))
     try:
         if cfg.get("train", True):
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -52,8 +62,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False,
                                    weights_only=True)
             metrics.update({k: float(v) for k, v in results[0].items()})
-            print_metrics(metrics, prefix="test/")
-        save_run_record(cfg, trainer, metrics, started=started, data_seconds=data_seconds)
+        record = save_run_record(cfg, trainer, metrics, started=started, data_seconds=data_seconds)
+        if trainer.is_global_zero:  # the console and train.log end with where everything is
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            log.info("%s", closing_block(cfg.paths.output_dir, metrics, time.perf_counter() - started, record,
+                                         best or None, label))
         return metrics
     finally:
         finish_loggers(loggers)
@@ -72,5 +85,12 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(monitor) if monitor else None  # for Hydra sweepers that optimise
 
 
+def cli() -> None:
+    """``python -m slifmr.train`` / ``slifmr-train``: Hydra's main, plus "did you mean" on a misspelt key."""
+    from slifmr.overrides import run_cli
+
+    run_cli(main, "train")
+
+
 if __name__ == "__main__":
-    main()
+    cli()

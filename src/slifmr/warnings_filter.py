@@ -6,6 +6,7 @@ Python's default). Filters match the message, so a new warning from the same mod
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 # (message regex, why it is harmless for slifmr)
@@ -21,7 +22,20 @@ HARMLESS: tuple[tuple[str, str], ...] = (
 )
 
 
+# info lines of pytorch_lightning's rank_zero logger that advertise rather than inform
+ADVERTS = ("💡 Tip:",)
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(ADVERTS)
+
+
 def quiet_third_party() -> None:
-    """Install the filters (idempotent: ``filterwarnings`` drops exact duplicates)."""
+    """Install the filters (idempotent: ``filterwarnings`` drops exact duplicates, the logging
+    filter is added once)."""
     for message, _why in HARMLESS:
         warnings.filterwarnings("ignore", message=message)
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropAdverts())

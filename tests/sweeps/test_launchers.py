@@ -32,8 +32,10 @@ def test_joblib_launcher_runs_a_dry_sweep(tmp_path):
     assert "Joblib.Parallel" in proc.stdout + proc.stderr  # the joblib launcher ran them, not the basic one
     lines = [line for line in proc.stdout.splitlines() if line.startswith("[dry-run]")]
     assert len(lines) == 2
-    jobs = sorted(p.name for p in (tmp_path / "sweeps" / "fig5" / "movietweetings-10core").iterdir())
-    assert jobs == ["model.fusion=ailf,seed=1", "model.fusion=sum,seed=1"]
+    jobs = sorted(line.rsplit(" | ", 1)[1] for line in lines)  # where each job would run
+    base = tmp_path / "sweeps" / "fig5" / "movietweetings-10core"
+    assert jobs == [str(base / "model.fusion=ailf,seed=1"), str(base / "model.fusion=sum,seed=1")]
+    assert not (tmp_path / "sweeps").exists()  # a dry run leaves no directory behind (made in the workers)
 
 
 @pytest.mark.skipif(not _has("hydra_plugins.hydra_submitit_launcher"),

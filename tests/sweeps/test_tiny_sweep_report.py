@@ -14,7 +14,7 @@ from slifmr.report import load_records
 from slifmr.report.cli import main as report_main
 
 
-def test_two_job_sweep_to_report(monkeypatch, tmp_path, shared_data):
+def test_two_job_sweep_to_report(monkeypatch, capsys, tmp_path, shared_data):
     from slifmr.train import main
 
     GlobalHydra.instance().clear()
@@ -28,6 +28,10 @@ def test_two_job_sweep_to_report(monkeypatch, tmp_path, shared_data):
     finally:
         GlobalHydra.instance().clear()
     sweep_dir = tmp_path / "sweeps" / "fig6_layers"
+    assert f"python -m slifmr.report {sweep_dir}" in capsys.readouterr().out  # the sweep's last line
+    for job in (0, 1):  # each job's log says which job it is, and ends with the closing block
+        log = next(sweep_dir.glob(f"ml-100k-kg-tiny/*L={job + 1}*/train.log")).read_text()
+        assert f"job {job}: " in log and "run finished (job " in log
     records = load_records([sweep_dir])
     assert sorted(r["config"]["model"]["L"] for r in records) == [1, 2]
     assert all(r["sweep_name"] == "fig6_layers" and r["dataset"] == "ml-100k-kg-tiny" for r in records)

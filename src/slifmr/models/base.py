@@ -131,7 +131,10 @@ class RecModel(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         # compute() already all-reduced the sums: every rank holds the same values, so Lightning's
         # sync_dist mean changes nothing (and it stops warning under DDP)
-        self.log_dict(self.val_metrics.compute(), prog_bar=False, sync_dist=True)
+        values = self.val_metrics.compute()
+        shown = f"val/recall@{20 if 20 in self.topk else self.topk[0]}"  # on the progress bar
+        self.log_dict({k: v for k, v in values.items() if k != shown}, prog_bar=False, sync_dist=True)
+        self.log(shown, values[shown], prog_bar=True, sync_dist=True)
         self.val_metrics.reset()
         for name in self._view_cache:  # one view alone: only its Recall@20 is kept
             m = self.view_metrics[name]
