@@ -17,6 +17,7 @@ from slifmr.data.graph_store import GraphStore
 from slifmr.errors import DataError
 from slifmr.graphs.kg_ops import edge_trilinear, weighted_relational_aggregate
 from slifmr.models.kgrec import KGRec, kgrec_contrast, mask_top_rationale, masked_reconstruction_loss, rationale_scores
+from slifmr.models.kacl import KACL, GATLayer, _Graph, concrete_gates, view_contrast
 from slifmr.models.krdn import KRDN, agreement_mask, antithetic_gates, ccl_loss, disarm_gradient
 from slifmr.train import train
 
@@ -184,8 +185,50 @@ def test_krdn_gated_off_triples_take_no_part_and_gates_learn():
     assert torch.equal(model.eval_gates(), model.gate_logits > 0)
 
 
+# -- KACL -----------------------------------------------------------------------------------------
+def test_kacl_view_generator_gates_by_hand():
+    logits = torch.tensor([0.0, 2.0, -3.0])
+    eps = torch.tensor([0.5, 0.25, 0.9])
+    got = concrete_gates(logits, 0.5, noise=eps)
+    expected = [1 / (1 + math.exp(-(math.log(e / (1 - e)) + lg) / 0.5)) for lg, e in zip(logits.tolist(), eps.tolist())]
+    assert torch.allclose(got, torch.tensor(expected), atol=1e-6)
+    # a low temperature makes the relaxed gates (nearly) binary
+    torch.manual_seed(6)
+    hard = concrete_gates(torch.randn(1000), 0.01)
+    assert ((hard < 0.01) | (hard > 0.99)).float().mean() > 0.95
+
+
+def test_kacl_view_contrast_by_hand():
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    z2 = torch.tensor([[3.0, 0.0], [1.0, 1.0]])
+    c = 1 / math.sqrt(2)
+    # row 0: cos to z2 = (1, c); row 1: (0, c)
+    tau = 0.5
+    r0 = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + math.exp(c / tau)))
+    r1 = -math.log(math.exp(c / tau) / (math.exp(0.0) + math.exp(c / tau)))
+    assert view_contrast(z1, z2, tau).item() == pytest.approx((r0 + r1) / 2, rel=1e-6)
+
+
+def test_kacl_gat_layer_matches_the_formula_and_gates_scale_messages():
+    torch.manual_seed(7)
+    g = _Graph(torch.tensor([0, 1, 2, 2]), torch.tensor([1, 0, 0, 1]), 3, torch.device("cpu"))  # + self-loops
+    layer = GATLayer(4, residual=True, activation=False, negative_slope=0.2, feat_drop=0.0, attn_drop=0.0)
+    h = torch.randn(3, 4)
+    gates = torch.rand(g.src.numel())
+    got = layer(g, h, gates)
+    z = layer.fc(h)
+    el, er = z @ layer.attn_l[0], z @ layer.attn_r[0]
+    want = torch.zeros(3, 4)
+    for v in range(3):
+        edges = [k for k in range(g.src.numel()) if g.dst[k] == v]
+        e = torch.stack([F.leaky_relu(el[g.src[k]] + er[v], 0.2) for k in edges])
+        a = torch.softmax(e, 0)
+        want[v] = sum(a[j] * gates[k] * z[g.src[k]] for j, k in enumerate(edges)) + h[v] + layer.bias
+    assert torch.allclose(got, want, atol=1e-5)
+
+
 # -- shared checks --------------------------------------------------------------------------------
-MODELS = [(KGRec, "kgrec"), (KRDN, "krdn")]
+MODELS = [(KGRec, "kgrec"), (KRDN, "krdn"), (KACL, "kacl")]
 
 
 @pytest.mark.parametrize("cls, name", MODELS)
