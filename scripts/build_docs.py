@@ -2,6 +2,7 @@
 
     python scripts/build_docs.py                       # every study found under outputs/sweeps
     python scripts/build_docs.py --sweeps outputs/sweeps --docs docs
+    python scripts/build_docs.py --only side_info      # one study's sections, the others untouched
 
 For each study directory ``<sweeps>/<study>`` that holds records, ``slifmr.report`` writes its
 tables and plots into ``docs/studies/<study>/``; then the text between the markers
@@ -67,7 +68,9 @@ def section(study: str, sweeps: Path, docs: Path, opts: dict[str, str], page: Pa
     return "\n".join(lines) + "\n"
 
 
-def build(sweeps: Path, docs: Path) -> list[Path]:
+def build(sweeps: Path, docs: Path, only: list[str] | None = None) -> list[Path]:
+    """Refill every marked section (or only those of the studies in ``only``; the others are left
+    exactly as they are, e.g. when this checkout has the records of one study only)."""
     changed = []
     pages = [md for md in sorted(docs.rglob("*.md")) if "studies" not in md.relative_to(docs).parts[:-1]]
     readme = docs.parent / "README.md"  # the generated per-study files themselves are skipped above
@@ -75,6 +78,8 @@ def build(sweeps: Path, docs: Path) -> list[Path]:
         text = md.read_text()
 
         def fill(m: re.Match) -> str:
+            if only and m["name"] not in only:
+                return m.group(0)
             body = section(m["name"], sweeps, docs, _options(m["opts"]), md)
             if body is None:
                 body = f"(no records under {(sweeps / m['name']).as_posix()} yet)\n"
@@ -93,8 +98,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sweeps", type=Path, default=Path("outputs/sweeps"))
     ap.add_argument("--docs", type=Path, default=Path("docs"))
+    ap.add_argument("--only", nargs="+", metavar="STUDY", help="refill only these studies' sections")
     args = ap.parse_args()
-    for p in build(args.sweeps, args.docs):
+    for p in build(args.sweeps, args.docs, args.only):
         print(f"updated {p}")
 
 

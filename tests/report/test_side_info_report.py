@@ -81,8 +81,10 @@ def test_build_docs_fills_a_side_info_section(tmp_path):
         record(sweeps / "side_info", arm, "synth-u10-noise", 1, m)
     docs.mkdir()
     page = docs / "studies.md"
-    page.write_text("<!-- report:side_info kind=side_info -->\nold\n<!-- /report:side_info -->\n")
-    assert mod.build(sweeps, docs) == [page]
+    other = "<!-- report:table2 -->\nkept as it is\n<!-- /report:table2 -->\n"
+    page.write_text("<!-- report:side_info kind=side_info -->\nold\n<!-- /report:side_info -->\n" + other)
+    assert mod.build(sweeps, docs, only=["side_info"]) == [page]
+    assert page.read_text().endswith(other)  # --only: another study's section is left alone
     text = page.read_text()
     assert "python -m slifmr.report.side_info" in text and "| vs LightGCN | +5.00% |" in text
     assert (docs / "studies" / "side_info" / "side_info.md").exists()
