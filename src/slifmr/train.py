@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import hydra
@@ -19,6 +20,7 @@ from slifmr.report.records import save_run_record
 from slifmr.resume import ConfigInCheckpoint, plain_config, resolve_ckpt
 from slifmr.runner import (closing_block, finish_loggers, instantiate_callbacks, instantiate_loggers, job_label,
                            log_interval, report_errors, train_batches_per_epoch)
+from slifmr.tune.points import apply_tuned
 from slifmr.validate import check_config, check_eval
 from slifmr.warnings_filter import quiet_third_party
 
@@ -26,14 +28,17 @@ log = logging.getLogger("slifmr.train")  # also when run as __main__
 register_resolvers()
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
     """Fit on train (early stopping on valid), then test once with the best checkpoint;
-    the run's result record goes to its directory (slifmr.report reads it)."""
+    the run's result record goes to its directory (slifmr.report reads it). With ``tuned=<set>``
+    the job's model runs at its tuned point (slifmr.tune.points). ``extra_callbacks``: callbacks
+    that are objects, not config (the tuning pruner, which holds its Optuna trial)."""
     started = time.perf_counter()
     quiet_third_party()
     label = job_label()
     if label:
         log.info("%s", label)
+    cfg = apply_tuned(cfg)  # first, so the point's values are type-checked with the rest
     check_config(cfg)  # wrong types name their key before anything is built
     ckpt_path = resolve_ckpt(cfg) if cfg.get("train", True) else None
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -45,6 +50,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_eval(cfg.eval.topk, cfg.eval.get("monitor"), datamodule.meta["n_items"], val_keys)
     callbacks = instantiate_callbacks(cfg.get("callbacks"), progress_bar=cfg.trainer.get("enable_progress_bar", True))
     callbacks.append(ConfigInCheckpoint(plain_config(cfg)))
+    callbacks += list(extra_callbacks)
     loggers = instantiate_loggers(cfg.get("logger"), cfg)
     batches = train_batches_per_epoch(len(datamodule.data.train), datamodule.batch_size,
                                       cfg.trainer.get("limit_train_batches"))

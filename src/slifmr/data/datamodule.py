@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -28,7 +29,9 @@ class RecDataModule(pl.LightningDataModule):
     """One dataset on disk -> train batches, valid/test ranking batches and graphs.
 
     Test interactions are only handed out by ``test_dataloader``: nothing before
-    ``trainer.test`` can see them (SPEC evaluation protocol).
+    ``trainer.test`` can see them (SPEC evaluation protocol). With ``withhold_test`` (every
+    tuning trial, ``slifmr.tune``) they are dropped as soon as the split is made and
+    ``test_dataloader`` refuses: a search selected on validation cannot touch the test split.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class RecDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         noise: dict | None = None,
         expected: dict | None = None,
+        withhold_test: bool = False,
     ):
         super().__init__()
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -72,6 +76,7 @@ class RecDataModule(pl.LightningDataModule):
         self.cache_dir = None if cache_dir is None else Path(cache_dir).expanduser()
         self.noise = dict(noise or {})
         self.expected = dict(expected or {})  # known-target counts (paper Table I); mismatch = loud warning
+        self.withhold_test = withhold_test
         self.data: RecDataset | None = None
         self.fingerprint: dict | None = None  # what data + split this is (set by load(); saved in checkpoints)
         self.graphs: GraphStore | None = None
@@ -161,6 +166,8 @@ class RecDataModule(pl.LightningDataModule):
         clean = self.load()
         warn_mismatch(self.name, str(self.path), compare_counts(clean.summary(), self.expected))
         data = NoiseConfig(**self.noise).apply(clean)
+        if self.withhold_test:  # after the noise, so a trial sees exactly a normal run's train/valid
+            data = dataclasses.replace(data, test=np.empty((0, 2), dtype=np.int64))
         self.data = data
         self.graphs = GraphStore(data, seed=self.seed)
         s = self.data.summary()
@@ -210,4 +217,8 @@ class RecDataModule(pl.LightningDataModule):
         return self._ranking("valid")
 
     def test_dataloader(self) -> DataLoader:
+        if self.withhold_test:
+            raise RuntimeError(
+                f"dataset '{self.name}': dataset.withhold_test=true (a tuning run) withholds the test split; "
+                "test a tuned point with a normal run (python -m slifmr.train ... tuned=<name>)")
         return self._ranking("test")

@@ -99,7 +99,7 @@ def write_record(run_dir: Path, record: dict[str, Any], per_user: dict[str, Any]
 
 
 # -- building a record from a finished run ---------------------------------------------------------
-def _hydra_parts(cfg) -> tuple[list[str], dict[str, Any]]:
+def hydra_parts(cfg) -> tuple[list[str], dict[str, Any]]:
     """(task overrides, group choices) from the running HydraConfig, else from a composed
     config's ``hydra`` node (tests compose with it), else nothing."""
     from hydra.core.hydra_config import HydraConfig
@@ -167,7 +167,7 @@ def build_record(cfg, trainer, metrics: dict[str, float], *, started: float,
     from slifmr.callbacks.run_record import RunRecordCallback
     from slifmr.config import sweep_group
 
-    overrides, choices = _hydra_parts(cfg)
+    overrides, choices = hydra_parts(cfg)
     plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     config = OmegaConf.to_container(plain, resolve=True)
     rec_cb = next((c for c in trainer.callbacks if isinstance(c, RunRecordCallback)), None)

@@ -1,0 +1,326 @@
+"""One model's search on one dataset: Optuna TPE over its declared space, selected on validation only.
+
+Every trial is a normal ``slifmr.train`` run (its own run directory and ``record.json``) composed
+from the search's own overrides plus the sampled point, with two settings forced: ``test=false``
+(no ``trainer.test``) and ``dataset.withhold_test=true`` (the DataModule drops the test split on
+load and refuses to build test batches). The objective is the best validation score of the run
+(``tune.metric``, by default ``eval.monitor`` = val Recall@20), reported each epoch to a
+``MedianPruner`` that stops a trial whose best-so-far is below the median of the earlier trials
+at the same epoch (after ``tune.pruner.n_warmup_steps`` epochs, the early-stopping warm-up).
+
+The study lives in SQLite (``<tune.dir>/study.db``, Optuna's RDB storage): run the same command
+again and it resumes, counting finished (complete + pruned) trials against ``tune.trials``; a
+trial left running by a killed search is marked failed and its point re-queued. One search
+process per study directory. When it ends it writes ``best.yaml`` (the winner as overrides, a
+tuned point: ``slifmr.tune.points``) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from slifmr.report.records import atomic_write_bytes, atomic_write_json, hydra_parts
+from slifmr.tune.space import Param, SpaceError, as_overrides, check_keys, load_space, space_source
+
+log = logging.getLogger(__name__)
+
+STUDY_DB = "study.db"
+BEST_FILE = "best.yaml"
+SUMMARY_FILE = "summary.json"
+TRIALS_DIR = "trials"
+# Forced on every trial: validation-only selection, the test split never loaded.
+FORCED = ("test=false", "dataset.withhold_test=true")
+# Overrides of the search command that are the search's own, not the trials'.
+_OWN_PREFIXES = ("tune.", "hydra.", "+tune.", "++tune.", "task_name=", "test=", "dataset.withhold_test=")
+
+
+def trial_base_overrides(task_overrides: list[str]) -> list[str]:
+    """The search command's overrides that every trial inherits (model, dataset, paths, ...)."""
+    return [o for o in task_overrides if not o.lstrip("~").startswith(_OWN_PREFIXES)]
+
+
+def _override_key(item: str) -> str:
+    return item.lstrip("~+").split("=", 1)[0].strip()
+
+
+def split_fixed(space: dict[str, Param], base: list[str]) -> tuple[dict[str, Param], list[str]]:
+    """A key given on the command line is fixed, not searched: drop it from the space."""
+    given = {_override_key(o) for o in base}
+    fixed = [k for k in space if k in given]
+    return {k: p for k, p in space.items() if k not in given}, fixed
+
+
+def torch_threads(setting: int | None, workers: int = 1) -> int:
+    """Intra-op threads per trial: ``tune.threads``, else ``OMP_NUM_THREADS``, else the CPUs this
+    process may use divided among ``tune.workers`` concurrent searches."""
+    if setting:
+        return int(setting)
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, int(workers)))
+
+
+@contextmanager
+def _hydra_context(cfg: DictConfig) -> Iterator[None]:
+    """Make ``cfg``'s hydra node the running HydraConfig (records read their overrides there),
+    and give the previous one back afterwards. Composes need an initialised GlobalHydra: inside
+    ``python -m slifmr.tune`` there is one; a caller without one (tests) gets the package's."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    previous = HydraConfig.instance().cfg
+    owned = None
+    if not GlobalHydra.instance().is_initialized():
+        owned = initialize_config_module(config_module="slifmr.conf", version_base="1.3")
+        owned.__enter__()
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = previous
+        if owned is not None:
+            owned.__exit__(None, None, None)
+
+
+def compose_trial(overrides: list[str], run_dir: Path) -> DictConfig:
+    """The composed train config of one trial, its run directory set (as Hydra would)."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.overrides.task = list(overrides)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def _study_attrs(model: str, dataset: str, space: dict[str, Param], base: list[str], metric: str) -> dict:
+    return {"model": model, "dataset": dataset, "metric": metric, "base_overrides": sorted(base),
+            "space": {k: p.describe() for k, p in space.items()}}
+
+
+def _check_same_study(study, attrs: dict, db: Path) -> None:
+    """A resumed study must search the same space under the same settings, else trials mix."""
+    stored = study.user_attrs
+    if not stored:
+        for k, v in attrs.items():
+            study.set_user_attr(k, v)
+        return
+    diff = [k for k, v in attrs.items() if json.dumps(stored.get(k), sort_keys=True) != json.dumps(v, sort_keys=True)]
+    if diff:
+        detail = "; ".join(f"{k}: stored {stored.get(k)!r}, now {attrs[k]!r}" for k in diff)
+        raise SpaceError(f"{db} holds a study made with other settings ({detail}); "
+                         "resume it with the same command, or point tune.dir elsewhere")
+
+
+def _requeue_stale(study, storage) -> int:
+    """Trials left RUNNING by a killed search: mark them failed and queue their points again."""
+    from optuna.trial import TrialState
+
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in stale:
+        tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_state_values(tid, state=TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(t.params, skip_if_exists=False)
+        log.warning("tune: trial %d was left running by an earlier search: marked failed, its point re-queued",
+                    t.number)
+    return len(stale)
+
+
+def _finished(study) -> list:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def _duplicate_of(study, number: int, params: dict[str, Any]):
+    """An earlier finished trial with exactly these params (TPE may resample a small grid)."""
+    for t in _finished(study):
+        if t.number != number and t.params == params:
+            return t
+    return None
+
+
+def make_objective(study, cfg: DictConfig, space: dict[str, Param], base: list[str], out: Path):
+    """The Optuna objective: one normal training run per trial, pruned through the Trainer."""
+    import optuna
+
+    from slifmr.callbacks.trial_pruning import TrialPruningCallback
+    from slifmr.train import train
+
+    metric = str(cfg.tune.metric)
+    sign = 1.0 if cfg.tune.direction == "maximize" else -1.0
+    extra = [str(o) for o in cfg.tune.get("trial_overrides") or []]
+
+    def objective(trial) -> float:
+        params = {k: p.suggest(trial) for k, p in space.items()}
+        dup = _duplicate_of(study, trial.number, params)
+        if dup is not None:  # no second run of the same point: same value, costs no training
+            trial.set_user_attr("duplicate_of", dup.number)
+            log.info("tune: trial %d repeats trial %d's point; not re-run", trial.number, dup.number)
+            if dup.value is None:
+                raise optuna.TrialPruned()
+            return float(dup.value)
+        run_dir = out / TRIALS_DIR / f"{trial.number:03d}"
+        overrides = base + extra + as_overrides(params) + list(FORCED)
+        trial.set_user_attr("run_dir", str(run_dir))
+        pruning = TrialPruningCallback(trial, monitor=metric)
+        log.info("tune: trial %d: %s", trial.number, " ".join(as_overrides(params)))
+        with _hydra_context(cfg):
+            trial_cfg = compose_trial(overrides, run_dir)
+            train(trial_cfg, extra_callbacks=[pruning])
+        if not pruning.reported:
+            raise RuntimeError(f"tune: trial {trial.number} validated no epoch ({run_dir})")
+        best = max(pruning.reported.values(), key=lambda v: sign * v if v == v else -math.inf)
+        trial.set_user_attr("epochs", len(pruning.reported))
+        trial.set_user_attr("best_epoch", max(pruning.reported, key=lambda e: (sign * pruning.reported[e], -e)))
+        if pruning.pruned_epoch is not None:
+            trial.set_user_attr("pruned_epoch", pruning.pruned_epoch)
+            raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_epoch}")
+        return float(best)
+
+    return objective
+
+
+def summarize(study, cfg: DictConfig, command: str, session_seconds: float, fixed: list[str]) -> dict[str, Any]:
+    """Counts, the winner, time spent and the epochs the pruner saved, from the stored study."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    rows, durations = [], []
+    for t in trials:
+        dur = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        if dur is not None and t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            durations.append(dur)
+        rows.append({"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+                     "epochs": t.user_attrs.get("epochs"), "best_epoch": t.user_attrs.get("best_epoch"),
+                     "pruned_epoch": t.user_attrs.get("pruned_epoch"),
+                     "duplicate_of": t.user_attrs.get("duplicate_of"), "seconds": dur,
+                     "run_dir": t.user_attrs.get("run_dir")})
+    trained = [r for r in rows if r["duplicate_of"] is None and r["epochs"] is not None]
+    complete = [r for r in trained if r["state"] == "COMPLETE"]
+    pruned = [r for r in trained if r["state"] == "PRUNED"]
+    median_epochs = statistics.median(r["epochs"] for r in complete) if complete else None
+    saved = None if median_epochs is None else sum(max(0.0, median_epochs - r["epochs"]) for r in pruned)
+    best = None
+    try:
+        bt = study.best_trial
+        best = {"trial": bt.number, "value": bt.value, "params": bt.params,
+                "run_dir": bt.user_attrs.get("run_dir"), "best_epoch": bt.user_attrs.get("best_epoch")}
+    except ValueError:  # no complete trial yet
+        pass
+    by_state = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    attrs = study.user_attrs
+    return {
+        "model": attrs.get("model"), "dataset": attrs.get("dataset"), "metric": attrs.get("metric"),
+        "direction": str(cfg.tune.direction), "budget": int(cfg.tune.trials),
+        "trials": by_state["COMPLETE"] + by_state["PRUNED"], "completed": by_state["COMPLETE"],
+        "pruned": by_state["PRUNED"], "failed": by_state["FAIL"],
+        "duplicates": sum(r["duplicate_of"] is not None for r in rows),
+        "best": best,
+        "fixed_on_command_line": fixed,
+        "space": attrs.get("space"), "base_overrides": attrs.get("base_overrides"),
+        "sampler": {"name": "TPESampler", "seed": int(cfg.tune.seed),
+                    "n_startup_trials": int(cfg.tune.sampler.n_startup_trials)},
+        "pruner": {"name": "MedianPruner", **OmegaConf.to_container(cfg.tune.pruner, resolve=True)},
+        "epochs_run": sum(r["epochs"] for r in trained),
+        "epochs_run_by_pruned": sum(r["epochs"] for r in pruned),
+        "epochs_saved_by_pruning": saved,
+        "epochs_saved_rule": "sum over pruned trials of (median epochs of the completed trials - epochs it ran), "
+                             "at least 0: what those trials would have cost had they run like a typical one",
+        "trial_seconds": round(sum(durations), 1),
+        "session_wall_s": round(session_seconds, 1),
+        "command": command,
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "trials_table": rows,
+    }
+
+
+def best_point_yaml(summary: dict[str, Any]) -> str:
+    """``best.yaml``: the winner as a tuned point (overrides + where they came from)."""
+    best = summary["best"]
+    point = {
+        "model": summary["model"], "dataset": summary["dataset"], "monitor": summary["metric"],
+        "valid": best["value"], "trials": summary["trials"], "completed": summary["completed"],
+        "pruned": summary["pruned"], "trial": best["trial"], "seed": summary["sampler"]["seed"],
+        "command": summary["command"], "overrides": best["params"],
+    }
+    head = (f"# Tuned point of {summary['model']} on {summary['dataset']}: the best of {summary['trials']} trials "
+            f"by {summary['metric']} (validation only; the test split was withheld).\n"
+            f"# Written by: {summary['command']}\n")
+    return head + yaml.safe_dump(point, sort_keys=False)
+
+
+def run_search(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
+    """Run (or resume) the search the composed tune config describes; returns its summary."""
+    import optuna
+    import torch
+
+    started = time.perf_counter()
+    _, choices = hydra_parts(cfg)
+    model = choices.get("model") or str(cfg.model._target_).rsplit(".", 1)[-1].lower()
+    dataset = str(cfg.dataset.name)
+    metric = str(cfg.tune.metric)
+    if not metric.startswith("val/"):
+        raise SpaceError(f"tune.metric must be a validation metric (val/...), got '{metric}': "
+                         "selection never looks at the test split")
+    space = load_space(model)
+    check_keys(space, cfg, space_source(model))
+    base = trial_base_overrides(task_overrides)
+    space, fixed = split_fixed(space, base)
+    if fixed:
+        log.info("tune: fixed on the command line, not searched: %s", ", ".join(fixed))
+    if not space:
+        raise SpaceError(f"{space_source(model)}: every key is fixed on the command line; nothing to search")
+    out = Path(str(cfg.tune.dir)).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    db = out / STUDY_DB
+    if db.exists() and not cfg.tune.resume:
+        raise SpaceError(f"{db} exists and tune.resume=false: resume it (tune.resume=true) or set tune.dir")
+    threads = torch_threads(cfg.tune.get("threads"), cfg.tune.get("workers", 1))
+    torch.set_num_threads(threads)
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+    name = f"{model}@{dataset}"
+    probe = optuna.load_study(study_name=name, storage=storage) if name in optuna.get_all_study_names(storage) else None
+    n_before = len(_finished(probe)) if probe is not None else 0
+    sampler = optuna.samplers.TPESampler(seed=int(cfg.tune.seed) + n_before,  # a resumed search stays seeded
+                                         n_startup_trials=int(cfg.tune.sampler.n_startup_trials))
+    pruner = optuna.pruners.MedianPruner(**OmegaConf.to_container(cfg.tune.pruner, resolve=True))
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction=str(cfg.tune.direction),
+                                sampler=sampler, pruner=pruner)
+    _check_same_study(study, _study_attrs(model, dataset, space, base, metric), db)
+    _requeue_stale(study, storage)
+    todo = int(cfg.tune.trials) - len(_finished(study))
+    command = "python -m slifmr.tune " + " ".join(task_overrides)
+    log.info("tune: %s on %s, %d of %d trials done, %d to run, %d thread(s) each, study %s",
+             model, dataset, len(_finished(study)), int(cfg.tune.trials), max(todo, 0), threads, db)
+    if todo > 0:
+        objective = make_objective(study, cfg, space, base, out)
+        timeout = cfg.tune.get("timeout_s")
+        study.optimize(objective, n_trials=todo, timeout=float(timeout) if timeout else None, catch=())
+    summary = summarize(study, cfg, command, time.perf_counter() - started, fixed)
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    if summary["best"] is not None:
+        atomic_write_bytes(out / BEST_FILE, best_point_yaml(summary).encode())
+    else:
+        log.warning("tune: no trial completed, so no %s was written", BEST_FILE)
+    return summary
