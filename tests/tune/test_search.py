@@ -30,6 +30,9 @@ def test_search_never_tests_and_resumes(tmp_path, shared_data):
     assert first["trials"] == 2 and first["completed"] + first["pruned"] == 2
     runs = sorted((out / "trials").iterdir())
     assert [r.name for r in runs] == ["000", "001"]
+    # trial 0 is conf/model/mf.yaml's own point, so the summary compares tuned with default
+    assert first["trials_table"][0]["params"] == {"model.lr": 0.01, "model.reg_weight": 1.0e-4}
+    assert first["default"]["is_model_default"] and first["default"]["value"] == first["trials_table"][0]["value"]
     stamps = {r.name: (r / "record.json").stat().st_mtime_ns for r in runs}
     for r in runs:
         rec = json.loads((r / "record.json").read_text())

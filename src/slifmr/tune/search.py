@@ -145,6 +145,22 @@ def _requeue_stale(study, storage) -> int:
     return len(stale)
 
 
+def default_point(space: dict[str, Param], cfg: DictConfig) -> dict[str, Any]:
+    """The composed config's own values of the searched keys, where the space contains them:
+    queued as trial 0, so the search measures the defaults under the same rules as every point."""
+    point = {}
+    for key, p in space.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if p.choices is not None:
+            match = [c for c in p.choices if c == value or (isinstance(c, str) and c.replace(" ", "") == str(value)
+                                                             .replace(" ", ""))]
+            if match:
+                point[key] = match[0]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and p.low <= value <= p.high:
+            point[key] = value
+    return point
+
+
 def _finished(study) -> list:
     from optuna.trial import TrialState
 
@@ -229,6 +245,11 @@ def summarize(study, cfg: DictConfig, command: str, session_seconds: float, fixe
         pass
     by_state = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
     attrs = study.user_attrs
+    default = None
+    if "default_point" in attrs and rows:
+        first = rows[0]
+        default = {"trial": 0, "params": first["params"], "state": first["state"], "value": first["value"],
+                   "is_model_default": first["params"] == attrs["default_point"]}
     return {
         "model": attrs.get("model"), "dataset": attrs.get("dataset"), "metric": attrs.get("metric"),
         "direction": str(cfg.tune.direction), "budget": int(cfg.tune.trials),
@@ -236,6 +257,7 @@ def summarize(study, cfg: DictConfig, command: str, session_seconds: float, fixe
         "pruned": by_state["PRUNED"], "failed": by_state["FAIL"],
         "duplicates": sum(r["duplicate_of"] is not None for r in rows),
         "best": best,
+        "default": default,
         "fixed_on_command_line": fixed,
         "space": attrs.get("space"), "base_overrides": attrs.get("base_overrides"),
         "sampler": {"name": "TPESampler", "seed": int(cfg.tune.seed),
@@ -261,6 +283,7 @@ def best_point_yaml(summary: dict[str, Any]) -> str:
         "model": summary["model"], "dataset": summary["dataset"], "monitor": summary["metric"],
         "valid": best["value"], "trials": summary["trials"], "completed": summary["completed"],
         "pruned": summary["pruned"], "trial": best["trial"], "seed": summary["sampler"]["seed"],
+        "default_valid": (summary.get("default") or {}).get("value"),
         "command": summary["command"], "overrides": best["params"],
     }
     head = (f"# Tuned point of {summary['model']} on {summary['dataset']}: the best of {summary['trials']} trials "
@@ -309,6 +332,10 @@ def run_search(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
                                 sampler=sampler, pruner=pruner)
     _check_same_study(study, _study_attrs(model, dataset, space, base, metric), db)
     _requeue_stale(study, storage)
+    if cfg.tune.get("include_default", True) and not study.trials:
+        default = default_point(space, cfg)
+        study.set_user_attr("default_point", default)
+        study.enqueue_trial(default)  # trial 0; keys whose default lies outside the space are sampled
     todo = int(cfg.tune.trials) - len(_finished(study))
     command = "python -m slifmr.tune " + " ".join(task_overrides)
     log.info("tune: %s on %s, %d of %d trials done, %d to run, %d thread(s) each, study %s",
