@@ -2,8 +2,8 @@
 
 Collects every result record under the given directories and writes, into ``--out``:
 ``results.csv`` / ``results.md`` (mean ± std over seeds, %Imp of ours over the best
-baseline, paired p-values), ``comparisons.csv``, ``interval.csv`` / ``interval.md`` for a
-self-loop interval sweep, and the PNG plots that apply (or the one ``--plot`` asks for).
+baseline, paired p-values, and whether each row was tuned or ran at its defaults),
+``tuning.csv``, ``comparisons.csv``, ``interval.csv`` / ``interval.md`` for a self-loop interval sweep, and the PNG plots that apply (or the one ``--plot`` asks for).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from slifmr.report.plots import INTERVAL_KEY, KINDS, detect_studies, interval_ro
 from slifmr.report.records import ReportError, load_records
 from slifmr.report.significance import compare_rows
 from slifmr.report.tables import comparisons_csv, fmt_cell, results_csv, results_markdown, write_text
+from slifmr.report.tuning import tuning_csv, tuning_markdown, tuning_rows
 
 DEFAULT_METRICS = ["recall@20", "ndcg@20"]
 
@@ -62,7 +63,10 @@ def report(paths: list[str | Path], out: str | Path, metrics: list[str] | None =
     if merged:
         md += (f"\nRows merge runs that differ only in {', '.join(sorted(set(merge or ())))} "
                f"(values used: {', '.join(merged)}; each run's record has its own).\n")
-    files = [write_text(out / "results.csv", results_csv(table)), write_text(out / "results.md", md)]
+    tuning = tuning_rows(table)  # tuned or default, budget, the validation score each row was selected on
+    md += tuning_markdown(tuning)
+    files = [write_text(out / "results.csv", results_csv(table)), write_text(out / "results.md", md),
+             write_text(out / "tuning.csv", tuning_csv(tuning))]
     if comps:
         files.append(write_text(out / "comparisons.csv", comparisons_csv(comps)))
     studies = [(plot, x)] if plot and plot != "none" else ([] if plot == "none" else detect_studies(records))
