@@ -92,3 +92,20 @@ def test_a_tuned_run_records_its_point(tmp_path, shared_data):
     rec = json.loads((tmp_path / "run" / "run" / "record.json").read_text())
     assert rec["config"]["model"]["reg_weight"] == 0.001
     assert rec["config"]["tuned"]["status"] == "tuned" and rec["config"]["tuned"]["valid"] == 0.3
+
+
+def test_collect_gathers_points_into_a_set(tmp_path):
+    from slifmr.tune.collect import collect, main
+
+    root = tmp_path / "tune"
+    _write_point(root, "ml-100k-kg", "lightgcn", {"model.n_layers": 2})
+    _write_point(root, "ml-100k-kg", "mf", {"model.lr": 0.01})
+    tuned = collect(root, "demo")
+    assert tuned["name"] == "demo" and sorted(tuned["points"]["ml-100k-kg"]) == ["lightgcn", "mf"]
+    out = tmp_path / "demo.yaml"
+    assert main([str(root), "--name", "demo", "--out", str(out)]) == 0
+    assert yaml.safe_load(out.read_text()) == tuned
+    _write_point(root, "ml-100k-kg", "ngcf", {"model.lr": 0.01})
+    (root / "ml-100k-kg" / "ngcf" / "best.yaml").write_text(yaml.safe_dump({"model": "mf", "overrides": {"a": 1}}))
+    with pytest.raises(TunedError, match="says model=mf"):
+        collect(root, "demo")
