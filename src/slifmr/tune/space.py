@@ -1,6 +1,6 @@
 """A model's search space: ``conf/tune/<model>.yaml``, read here (Hydra never composes it).
 
-The file maps config paths of the composed train config (``model.lr``, ``consistency.beta``) to
+The file maps config paths of the composed train config (``model.lr``, ``model.consistency.beta``) to
 Optuna distributions::
 
     model.lr: [1.0e-4, 1.0e-3, 1.0e-2]         # a list: categorical (the paper's grids)
