@@ -9,7 +9,7 @@ import yaml
 
 from hydra_compose import make_cfg
 from slifmr.tune.space import (SpaceError, as_overrides, check_keys, load_space, models_with_spaces, parse_space,
-                               space_source)
+                               space_owner, space_source)
 
 
 def _models() -> list[str]:
@@ -34,11 +34,16 @@ def test_every_trainable_model_declares_a_space_whose_keys_exist(tmp_path, model
     # a sampled point is a valid set of overrides of the train config (it composes) ...
     first = {k: (p.choices[0] if p.choices else p.low) for k, p in space.items()}
     cfg = make_cfg(tmp_path, [f"model={model}", *as_overrides(first)])
-    check_keys(space, cfg, space_source(model))  # ... and each key exists (no "+key" can add one silently)
+    check_keys(space, cfg, space_source(space_owner(model)))  # ... and each key exists (no "+key" can add one silently)
 
 
 def test_every_space_belongs_to_a_model():
     assert set(models_with_spaces()) <= set(_models())
+
+
+def test_a_preset_searches_its_base_models_space():
+    assert space_owner("slifmr_paper") == "slifmr" and space_owner("pop") is None
+    assert load_space("slifmr_paper") == load_space("slifmr")
 
 
 def test_a_missing_space_names_the_file():

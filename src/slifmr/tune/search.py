@@ -32,7 +32,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from slifmr.report.records import atomic_write_bytes, atomic_write_json, hydra_parts
-from slifmr.tune.space import Param, SpaceError, as_overrides, check_keys, load_space, space_source
+from slifmr.tune.space import Param, SpaceError, as_overrides, check_keys, load_space, space_owner, space_source
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def run_search(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
         raise SpaceError(f"tune.metric must be a validation metric (val/...), got '{metric}': "
                          "selection never looks at the test split")
     space = load_space(model)
-    check_keys(space, cfg, space_source(model))
+    check_keys(space, cfg, space_source(space_owner(model) or model))
     base = trial_base_overrides(task_overrides)
     space, fixed = split_fixed(space, base)
     if fixed:

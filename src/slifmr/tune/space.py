@@ -74,8 +74,32 @@ def models_with_spaces() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in _space_dir().iterdir() if p.name.endswith(".yaml"))
 
 
+def _parent_model(model: str) -> str | None:
+    """The model config a preset extends (``defaults: [slifmr]`` in conf/model/slifmr_paper.yaml), or None."""
+    path = resources.files("slifmr.conf").joinpath("model", f"{model}.yaml")
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for entry in data.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_" and entry != model:
+            return entry
+    return None
+
+
+def space_owner(model: str) -> str | None:
+    """The model whose conf/tune file serves ``model``: its own, else that of the config it extends
+    (a preset such as slifmr_paper searches its base model's space), else None."""
+    seen = set()
+    while model and model not in seen:
+        if _space_dir().joinpath(f"{model}.yaml").is_file():
+            return model
+        seen.add(model)
+        model = _parent_model(model)
+    return None
+
+
 def has_space(model: str) -> bool:
-    return _space_dir().joinpath(f"{model}.yaml").is_file()
+    return space_owner(model) is not None
 
 
 def _is_number(x: Any) -> bool:
@@ -120,10 +144,11 @@ def parse_space(data: Any, source: str) -> dict[str, Param]:
 
 
 def load_space(model: str) -> dict[str, Param]:
-    """The declared search space of ``model`` (``conf/tune/<model>.yaml``)."""
-    source = space_source(model)
-    path = _space_dir().joinpath(f"{model}.yaml")
-    if not path.is_file():
+    """The declared search space of ``model`` (``conf/tune/<model>.yaml``, or its base model's)."""
+    owner = space_owner(model)
+    source = space_source(owner or model)
+    path = _space_dir().joinpath(f"{owner or model}.yaml")
+    if owner is None:
         have = ", ".join(models_with_spaces()) or "none"
         raise SpaceError(
             f"model '{model}' declares no search space: {source} does not exist (models with one: {have}). "
