@@ -167,8 +167,8 @@ def test_ddp_training_matches_single_process(tmp_path, shared_data, model):
     # the logged epoch loss is a mean of rank means (slices differ by a row): close, not equal
     assert np.allclose(single["train/loss"], ddp["train/loss"], rtol=1e-3)
 
-    a = torch.load(tmp_path / "single/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
-    b = torch.load(tmp_path / "ddp/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    a = torch.load(tmp_path / "single/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(tmp_path / "ddp/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     weights = [k for k, v in a["state_dict"].items() if v.is_floating_point()]
     worst = max(float((a["state_dict"][k] - b["state_dict"][k]).abs().max()) for k in weights)
     print(f"max |single - ddp| over weights: {worst:.3g}")

@@ -71,7 +71,7 @@ def test_slifmr_variant_trains_and_tests(tmp_path, shared_data, item_graph_pushe
     assert math.isfinite(metrics["train/loss"])
 
     # the ablation is real: the checkpoint holds exactly the encoders and fusion asked for
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     state, hp = ckpt["state_dict"], ckpt["hyper_parameters"]
     assert any(k.startswith("kg_encoder.") for k in state) == ("k" in views)
     assert any(k.startswith("feature_encoder.") for k in state) == ("m" in views)

@@ -30,5 +30,5 @@ def test_baseline_trains_one_epoch_end_to_end(tmp_path, shared_data, model):
     assert metrics["test/recall@50"] >= metrics["test/recall@10"]
     assert math.isfinite(metrics["train/loss"])
     # configs mirror the code: the yaml's keys are exactly the constructor's saved arguments
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert set(ckpt["hyper_parameters"]) - {"meta", "topk", "lr"} == set(cfg.model) - {"_target_", "topk", "lr"}

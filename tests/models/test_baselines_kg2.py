@@ -247,5 +247,5 @@ def test_kg2_model_trains_end_to_end_and_its_config_mirrors_its_constructor(tmp_
         v = metrics[f"test/recall@{k}"]
         assert math.isfinite(v) and 0.0 <= v <= 1.0, (model, k, v)
     assert math.isfinite(metrics["train/loss"])
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert set(ckpt["hyper_parameters"]) - {"meta", "topk", "lr"} == set(cfg.model) - {"_target_", "topk", "lr"}
