@@ -20,7 +20,7 @@ from slifmr.report.records import ReportError
 IGNORED_KEYS = {
     "seed", "model", "dataset", "dataset.path", "dataset.cache_dir", "sweep", "sweep_name", "tags", "task_name",
     "dry_run",
-    "ckpt_path", "trainer", "trainer.accelerator", "trainer.devices", "trainer.num_nodes",
+    "ckpt_path", "resume", "trainer", "trainer.accelerator", "trainer.devices", "trainer.num_nodes",
     "trainer.strategy", "trainer.enable_progress_bar", "logger", "debug", "callbacks.progress_bar",
 }
 IGNORED_PREFIXES = ("paths.", "hydra.", "logger.", "hydra/")
