@@ -107,7 +107,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     checkpoint is either the previous complete file or the new complete file."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        from slifmr.report.records import atomic_write_bytes
+        from slifmr.records import atomic_write_bytes
 
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")

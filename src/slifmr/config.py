@@ -40,6 +40,12 @@ def first(value, default):
     return default if value in (None, "") else value
 
 
+def plain_config(cfg) -> dict:
+    """The composed config as plain, resolved containers without Hydra's runtime-only node: what
+    loggers, checkpoints and result records store."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("slifmr.first"):
         OmegaConf.register_new_resolver("slifmr.first", first)

@@ -20,6 +20,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from slifmr.checkpoints import CheckpointError, read_checkpoint
+from slifmr.config import plain_config
 from slifmr.errors import DataError
 
 CONFIG_KEY = "slifmr_config"
@@ -28,11 +29,6 @@ LAST = "last.ckpt"
 MAY_CHANGE = ("hydra", "paths", "resume", "ckpt_path", "train", "test", "dry_run", "tags", "logger", "task_name",
               "sweep_name", "trainer.max_epochs", "trainer.max_time", "trainer.enable_progress_bar",
               "callbacks.progress_bar", "debug", "trainer.default_root_dir", "callbacks.model_checkpoint.dirpath")
-
-
-def plain_config(cfg: DictConfig) -> dict[str, Any]:
-    """The composed config as plain containers (storable in a weights-only checkpoint)."""
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
 
 
 class ConfigInCheckpoint(pl.Callback):

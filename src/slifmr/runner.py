@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from slifmr.config import plain_config
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +101,7 @@ def instantiate_loggers(cfg: DictConfig | None, full_cfg: DictConfig) -> list:
     if not cfg:
         return []
     loggers = [hydra.utils.instantiate(c) for c in cfg.values() if c is not None and "_target_" in c]
-    plain = OmegaConf.masked_copy(full_cfg, [k for k in full_cfg if k != "hydra"])  # hydra's node is runtime-only
-    hparams = OmegaConf.to_container(plain, resolve=True)
+    hparams = plain_config(full_cfg)  # hydra's node is runtime-only
     for lg in loggers:
         lg.log_hyperparams(hparams)
     return loggers

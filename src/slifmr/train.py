@@ -15,9 +15,9 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from slifmr.checkpoints import AtomicCheckpointIO
-from slifmr.config import register_resolvers
-from slifmr.report.records import save_run_record
-from slifmr.resume import ConfigInCheckpoint, plain_config, resolve_ckpt
+from slifmr.callbacks.run_record import RunRecordCallback
+from slifmr.config import plain_config, register_resolvers
+from slifmr.resume import ConfigInCheckpoint, resolve_ckpt
 from slifmr.runner import (closing_block, finish_loggers, instantiate_callbacks, instantiate_loggers, job_label,
                            log_interval, report_errors, train_batches_per_epoch)
 from slifmr.tune.points import apply_tuned
@@ -51,6 +51,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     callbacks = instantiate_callbacks(cfg.get("callbacks"), progress_bar=cfg.trainer.get("enable_progress_bar", True))
     callbacks.append(ConfigInCheckpoint(plain_config(cfg)))
     callbacks += list(extra_callbacks)
+    recorder = next((c for c in callbacks if isinstance(c, RunRecordCallback)), None)
+    if recorder is not None:  # it writes the run's record when the test ends
+        recorder.bind(cfg, started=started, data_seconds=data_seconds)
     loggers = instantiate_loggers(cfg.get("logger"), cfg)
     batches = train_batches_per_epoch(len(datamodule.data.train), datamodule.batch_size,
                                       cfg.trainer.get("limit_train_batches"))
@@ -68,7 +71,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
             results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False,
                                    weights_only=True)
             metrics.update({k: float(v) for k, v in results[0].items()})
-        record = save_run_record(cfg, trainer, metrics, started=started, data_seconds=data_seconds)
+        elif recorder is not None:  # not tested: the record of the fit
+            recorder.write(trainer)
+        record = recorder.written if recorder is not None else None
         if trainer.is_global_zero:  # the console and train.log end with where everything is
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             log.info("%s", closing_block(cfg.paths.output_dir, metrics, time.perf_counter() - started, record,

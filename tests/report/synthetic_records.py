@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slifmr.report.records import SCHEMA, write_record
+from slifmr.records import SCHEMA, write_record
 
 METRICS = ("recall@20", "ndcg@20")
 

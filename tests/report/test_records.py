@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from slifmr.report import PER_USER_FILE, RECORD_FILE, load_per_user, load_records
-from slifmr.report.records import atomic_write_json, write_record
+from slifmr.records import atomic_write_json, write_record
 from slifmr.train import train
 from hydra_compose import make_cfg
 

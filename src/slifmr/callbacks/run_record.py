@@ -1,6 +1,9 @@
-"""Where a run's time goes, and what validation said each epoch: the timing half of the result
-record (``slifmr.report.records`` writes it; ``train.py`` adds the data-preparation time, which
-happens before the Trainer exists).
+"""The run's result record (``slifmr.records``), written by this callback when the test ends
+(``slifmr.report`` only reads records): where the run's time went, what validation said each
+epoch, what the test scored per user, and what the run was (its composed config, handed over
+by ``train.py`` with :meth:`RunRecordCallback.bind` with the data-preparation time, which
+happens before the Trainer exists). A run that is not tested writes it with
+:meth:`RunRecordCallback.write` after the fit.
 
 Phases (seconds, summed over the run):
 
@@ -18,11 +21,20 @@ a checkpoint (Lightning restores callback state then too) keeps this run's own v
 
 from __future__ import annotations
 
+import platform
 import time
 from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
+
+from slifmr.callbacks.provenance import git_revision, hydra_parts, memory, package_version
+from slifmr.config import plain_config, sweep_group
+from slifmr.records import SCHEMA, write_record
 
 REFRESH_KEY = "self_loop/refresh_seconds"  # logged by callbacks/self_loop.py per refresh
 
@@ -41,6 +53,8 @@ class RunRecordCallback(pl.Callback):
         self._mark: float | None = None  # end of the last timed train event
         self._starts: dict[str, float] = {}
         self._refreshes_seen = 0
+        self._run: dict[str, Any] | None = None  # bind(): the composed config and the run's clock
+        self.written: Path | None = None  # the record file, once written
 
     # -- helpers ----------------------------------------------------------------------------------
     def _start(self, phase: str) -> None:
@@ -129,6 +143,8 @@ class RunRecordCallback(pl.Callback):
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._stop("test")
+        if self._run is not None:
+            self.write(trainer)
 
     # -- summary ----------------------------------------------------------------------------------
     def best(self) -> dict[str, Any] | None:
@@ -144,3 +160,70 @@ class RunRecordCallback(pl.Callback):
             if sign * h[key] > sign * best[key]:
                 best = h
         return best
+
+    # -- the record ---------------------------------------------------------------------------------
+    def bind(self, cfg, started: float, data_seconds: float | None = None) -> None:
+        """Tell the callback what run it records: the composed config, the ``time.perf_counter()``
+        at the run's start and the data-preparation time (both taken before the Trainer exists)."""
+        self._run = {"cfg": cfg, "started": started, "data_seconds": data_seconds}
+
+    def write(self, trainer: pl.Trainer) -> Path | None:
+        """Build and write the record into ``paths.output_dir`` (rank 0 only under DDP); its path."""
+        if self._run is None:
+            raise RuntimeError("RunRecordCallback.write: bind(cfg, started) first (train.py does)")
+        if not trainer.is_global_zero:
+            return None
+        record, per_user = self.build(trainer)
+        self.written = write_record(Path(self._run["cfg"].paths.output_dir), record, per_user)
+        return self.written
+
+    def seconds_by_phase(self) -> dict[str, float | None]:
+        """Seconds per phase (see the module docstring), rounded; ``total`` up to now."""
+        seconds: dict[str, float | None] = {"data_preparation": self._run["data_seconds"]}
+        for p in ("dataloading", "train_step", "self_loop_refresh", "validation", "fit", "test"):
+            seconds[p] = self.seconds.get(p, 0.0)
+        inner = sum(seconds[p] for p in ("dataloading", "train_step", "self_loop_refresh", "validation"))
+        seconds["fit_overhead"] = max(seconds["fit"] - inner, 0.0)  # checkpointing, logging, hooks
+        seconds["total"] = time.perf_counter() - self._run["started"]
+        return {k: None if v is None else round(v, 4) for k, v in seconds.items()}
+
+    def build(self, trainer: pl.Trainer) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+        """The record of the run so far, and its per-user test values (None if it was not tested)."""
+        cfg = self._run["cfg"]
+        overrides, choices = hydra_parts(cfg)
+        best = self.best()
+        model = trainer.lightning_module
+        per_user = None
+        if getattr(model, "test_per_user", None) is not None:
+            per_user = {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v) for k, v in model.test_per_user.items()}
+        target = str(cfg.model.get("_target_", ""))
+        record = {
+            "schema": SCHEMA,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "status": "completed",
+            "run_dir": str(Path(cfg.paths.output_dir).resolve()),
+            "model": choices.get("model") or target.rsplit(".", 1)[-1].lower(),
+            "model_class": target,
+            "dataset": str(cfg.dataset.get("name", choices.get("dataset", ""))),
+            "seed": cfg.get("seed"),
+            "sweep_name": sweep_group(cfg.get("sweep_name")),
+            "overrides": overrides,
+            "config": plain_config(cfg),
+            "monitor": self.monitor,
+            "best_epoch": None if best is None else best["epoch"],
+            "epochs": self.epochs_run,
+            "val": {k: v for k, v in (best or {}).items() if k != "epoch"},
+            "test": {k[5:]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")},
+            "val_history": self.val_history,
+            "self_loop_history": self.self_loop_history,
+            "time_s": self.seconds_by_phase(),
+            "memory": memory(),
+            "package": {"name": "slifmr", "version": package_version()},
+            "git": git_revision(),
+            "env": {
+                "python": platform.python_version(), "torch": torch.__version__,
+                "pytorch_lightning": pl.__version__, "accelerator": type(trainer.accelerator).__name__,
+                "world_size": int(trainer.world_size),
+            },
+        }
+        return record, per_user

@@ -1,7 +1,8 @@
 """Result records and reports: ``python -m slifmr.report <run or multirun dir ...>``.
 
-This package's top level stays light (no matplotlib, no scipy) because ``train.py`` writes
-records through it; the table, significance and plot modules are imported by the CLI.
+Records are written by the run-record callback (``callbacks/run_record.py``, format in
+:mod:`slifmr.records`); this package only reads them. Its top level stays light (no matplotlib,
+no scipy); the table, significance and plot modules are imported by the CLI.
 """
 
 from slifmr.report.records import (
@@ -11,11 +12,9 @@ from slifmr.report.records import (
     ReportError,
     load_per_user,
     load_records,
-    save_run_record,
-    write_record,
 )
 
 __all__ = [
     "PER_USER_FILE", "RECORD_FILE", "SCHEMA", "ReportError",
-    "load_per_user", "load_records", "save_run_record", "write_record",
+    "load_per_user", "load_records",
 ]

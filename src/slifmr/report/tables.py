@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from slifmr.report.aggregate import Comparison, Table, metric_label
-from slifmr.report.records import atomic_write_bytes
+from slifmr.records import atomic_write_bytes
 from slifmr.report.significance import POOLING
 
 

@@ -1,0 +1,64 @@
+"""Where and how a run ran, for its result record: Hydra overrides and choices, the git revision
+of the checkout, the package version and peak memory. Best effort: a run never fails for these."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def hydra_parts(cfg) -> tuple[list[str], dict[str, Any]]:
+    """(task overrides, group choices) from the running HydraConfig, else from a composed
+    config's ``hydra`` node (tests compose with it), else nothing."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    node = HydraConfig.get() if HydraConfig.initialized() else cfg.get("hydra") if "hydra" in cfg else None
+    if node is None:
+        return [], {}
+    overrides = list(OmegaConf.to_container(node.overrides.task)) if node.get("overrides") else []
+    choices = node.runtime.get("choices") if node.get("runtime") else None
+    return [str(o) for o in overrides], dict(OmegaConf.to_container(choices)) if choices else {}
+
+
+def git_revision() -> dict[str, Any] | None:
+    """The checkout's commit (and whether tracked files differ from it) when the package runs
+    from a git checkout of this project; None otherwise. Never raises."""
+    try:
+        here = Path(__file__).resolve().parent
+        run = lambda *a: subprocess.run(["git", "-C", str(here), *a], capture_output=True, text=True,  # noqa: E731
+                                        timeout=10, check=True).stdout.strip()
+        top = Path(run("rev-parse", "--show-toplevel"))
+        if not (top / "src" / "slifmr").is_dir():  # some other repository around an installed package
+            return None
+        return {"revision": run("rev-parse", "HEAD"),
+                "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+    except Exception:  # noqa: BLE001 - provenance is best effort, a run must not fail for it
+        return None
+
+
+def package_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("slifmr")
+    except PackageNotFoundError:
+        return None
+
+
+def memory() -> dict[str, float | None]:
+    """Peak resident set size of this process (and peak CUDA allocation, if CUDA was used), MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_mb = rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+    cuda_mb = None
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            cuda_mb = torch.cuda.max_memory_allocated() / 2**20
+    except Exception:  # noqa: BLE001
+        pass
+    return {"peak_rss_mb": round(rss_mb, 1), "cuda_peak_mb": None if cuda_mb is None else round(cuda_mb, 1)}
