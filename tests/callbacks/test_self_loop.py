@@ -216,7 +216,7 @@ def test_refreshed_graph_is_raw_topn_cosine_of_item_representations(interval_run
     assert g.diagonal().abs().sum() == 0
     assert all(len(edges(raw[i : i + 1])) == 3 for i in range(N_ITEMS))
     # the store injects it: it is the `sim` relation of the KG view
-    heads, tails, ptr = dm.graphs.kg_edges()
+    heads, tails, ptr, _ = dm.graphs.kg_edges()
     sim = 2 * dm.graphs.n_base_relations
     a, b = int(ptr[sim]), int(ptr[sim + 1])
     assert set(zip(heads[a:b].tolist(), tails[a:b].tolist())) == edges(raw)

@@ -66,6 +66,27 @@ def test_kgat_feature_selection():
     assert read_kgat(TINY, features=[]).features == {}
 
 
+def test_readers_share_one_signature(tmp_path):
+    """Every reader takes (path, name, features): the DataModule passes the same arguments to all."""
+    import inspect
+
+    for reader in (read_kgat, read_recbole, read_mmrec):
+        assert list(inspect.signature(reader).parameters)[:3] == ["path", "name", "features"], reader
+    with pytest.raises(DataError, match="RecBole layout has no feature matrices"):
+        read_dataset("recbole", need(TINY / "ml-100k-tiny"), name="ml-100k-tiny", features=["text"])
+    assert read_dataset("recbole", TINY / "ml-100k-tiny", name="ml-100k-tiny", features=[]).features == {}
+    # mmrec selects features as kgat does: exactly the named ones, a missing one is an error
+    d = tmp_path / "mm"
+    d.mkdir()
+    (d / "mm.inter").write_text("userID\titemID\tx_label\n0\t0\t0\n0\t1\t2\n1\t1\t0\n")
+    np.save(d / "text_feat.npy", np.ones((2, 3), dtype=np.float32))
+    np.save(d / "image_feat.npy", np.ones((2, 4), dtype=np.float32))
+    assert sorted(read_mmrec(d).features) == ["image", "text"]
+    assert list(read_dataset("mmrec", d, features=["text"]).features) == ["text"]
+    with pytest.raises(DataError, match="audio"):
+        read_mmrec(d, features=["audio"])
+
+
 def test_recbole_tiny_matches_kgat_layout():
     ds = read_recbole(need(TINY / "ml-100k-tiny"), name="ml-100k-tiny")
     assert ds.name == "ml-100k-tiny" and ds.split is None

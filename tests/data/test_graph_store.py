@@ -64,7 +64,7 @@ def g_sparse() -> torch.Tensor:
 
 
 def kg_segments(store: GraphStore) -> list[list[tuple[int, int]]]:
-    heads, tails, ptr = store.kg_edges()
+    heads, tails, ptr, _ = store.kg_edges()
     assert ptr[0] == 0 and ptr[-1] == len(heads) == len(tails)
     assert bool((ptr[1:] >= ptr[:-1]).all())
     return [sorted(zip(heads[a:b].tolist(), tails[a:b].tolist())) for a, b in zip(ptr[:-1].tolist(), ptr[1:].tolist())]
@@ -116,7 +116,7 @@ def test_feature_graph_missing_item_isolated_and_k_neighbours(k):
 def test_kg_edges_add_inverse_relations():
     store = GraphStore(tiny_dataset())
     assert store.n_kg_relations == 2 * R + 1
-    heads, tails, ptr = store.kg_edges()
+    heads, tails, ptr, _ = store.kg_edges()
     assert len(heads) == 2 * len(TRIPLES)
     assert len(ptr) == store.n_kg_relations + 1
     segs = kg_segments(store)

@@ -114,12 +114,13 @@ def test_kg_structure_blocks_and_validation():
         kg_structure(heads, tails, ptr, n - 5)
 
 
-def test_kg_edges_unpacks_as_triple_and_survives_copies():
+def test_kg_edges_is_a_named_tuple_and_survives_copies():
     heads, tails = torch.tensor([0, 1, 1]), torch.tensor([2, 0, 2])
     ptr = torch.tensor([0, 1, 3])
     kg = KGEdges(heads, tails, ptr, kg_structure(heads, tails, ptr, 3))
-    h, t, p = kg
-    assert h is heads and t is tails and p is ptr and kg.heads is heads and len(kg) == 3
+    h, t, p, s = kg
+    assert h is heads and t is tails and p is ptr and s is kg.structure and len(kg) == 4
+    assert kg.heads is heads and kg.tails is tails and kg.ptr is ptr
     for other in (copy.deepcopy(kg), pickle.loads(pickle.dumps(kg))):
-        assert all(torch.equal(a, b) for a, b in zip(other, kg))
+        assert all(torch.equal(a, b) for a, b in zip(other[:3], kg[:3]))
         assert other.structure.n_edges == 3 and len(other.structure.relations) == 2

@@ -91,14 +91,8 @@ class RecDataModule(pl.LightningDataModule):
             "valid_ratio": self.valid_ratio, "split_seed": self.split_seed, "version": 1,
         }
 
-    def _reader_options(self) -> dict:
-        opts = dict(self.reader_options)
-        if self.features is not None and self.format == "kgat":
-            opts["features"] = self.features
-        return opts
-
     def _build(self) -> RecDataset:
-        raw = read_dataset(self.format, self.path, name=self.name, **self._reader_options())
+        raw = read_dataset(self.format, self.path, name=self.name, features=self.features, **self.reader_options)
         if self.features is not None:
             missing = [f for f in self.features if f not in raw.features]
             if missing:
@@ -135,7 +129,7 @@ class RecDataModule(pl.LightningDataModule):
                             f"(set dataset.path to the directory that holds it)", self.path)
         if not self.path.is_dir():
             raise DataError(f"dataset '{self.name}': directory not found: {self.path} (set dataset.path)")
-        inputs = reader_inputs(self.format, self.path, name=self.name, **self._reader_options())
+        inputs = reader_inputs(self.format, self.path, name=self.name, features=self.features, **self.reader_options)
         key = cache.cache_key(inputs, self._settings())
         self.fingerprint = self._fingerprint(key)
         if self.cache_dir is None:

@@ -20,6 +20,7 @@ takes ~0.08 s (COO built per call: ~0.11 s plus a sort per backward), and the we
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -233,22 +234,13 @@ def kg_structure(heads: Tensor, tails: Tensor, rel_ptr: Tensor | None, n_entitie
     return KGStructure(n_entities, n_cols, heads.numel(), tuple(ptr), adjacency, tuple(blocks))
 
 
-class KGEdges(tuple):
-    """``(heads, tails, rel_ptr)`` (unpacks as that 3-tuple) carrying their :class:`KGStructure`."""
+class KGEdges(NamedTuple):
+    """The KG view's edges sorted by (relation, head, tail) and what the encoders precompute on them."""
 
-    structure: KGStructure
-
-    def __new__(cls, heads: Tensor, tails: Tensor, rel_ptr: Tensor, structure: KGStructure) -> "KGEdges":
-        self = super().__new__(cls, (heads, tails, rel_ptr))
-        self.structure = structure
-        return self
-
-    def __getnewargs__(self):  # pickle / deepcopy rebuild through __new__
-        return (*self, self.structure)
-
-    heads = property(lambda self: self[0])
-    tails = property(lambda self: self[1])
-    rel_ptr = property(lambda self: self[2])
+    heads: Tensor  # (E,) int64
+    tails: Tensor  # (E,) int64
+    ptr: Tensor  # (R+1,) int64 CSR offsets of each relation's edge segment
+    structure: KGStructure  # built once per graph version (kg_structure)
 
 
 class _KGPropagate(torch.autograd.Function):

@@ -184,7 +184,7 @@ class DiffKG(RecModel):
         ``R^T``-ready interaction pairs, on the model's device (built once per store/device)."""
         if self._state is None or self._state["store"] is not self.graphs or self._state["device"] != self.device:
             g, dev, n = self.graphs, self.device, self.n_entities
-            heads, tails, ptr = g.kg_edges("cpu", prune=False)
+            heads, tails, ptr, _ = g.kg_edges("cpu", prune=False)
             counts = ptr[1:] - ptr[:-1]
             rels = torch.repeat_interleave(torch.arange(counts.numel()), counts)
             if rels.numel() and int(rels.max()) >= self.n_rel:

@@ -137,7 +137,7 @@ class KGCL(RecModel):
     def item_kg(self) -> tuple[Tensor, Tensor, Tensor]:
         """(heads, tails, relations) of the KG edges whose head is an item (inverses included)."""
         self._graph_state()
-        heads, tails, ptr = self.graphs.kg_edges(self.device)
+        heads, tails, ptr, _ = self.graphs.kg_edges(self.device)
         cache = self._graphs["kg"].get(self.training)  # pruned (training) and whole (eval) versions
         if cache is None or cache[0] is not heads:
             counts = (ptr[1:] - ptr[:-1]).to(self.device)

@@ -129,7 +129,7 @@ class KGIN(RecModel):
 
     def kg(self) -> tuple[Tensor, Tensor, Tensor]:
         """(heads, tails, relations) of the store's KG view (inverse relations included)."""
-        heads, tails, ptr = self.graphs.kg_edges(self.device)
+        heads, tails, ptr, _ = self.graphs.kg_edges(self.device)
         if self._kg is None or self._kg[0] is not heads:
             counts = (ptr[1:] - ptr[:-1]).to(self.device)
             rels = torch.repeat_interleave(torch.arange(counts.numel(), device=self.device), counts)

@@ -125,10 +125,10 @@ class SLIFMR(RecModel):
         if self.use_mm:
             views.append(self.feature_encoder(self.graphs.feature_graphs(self.knn_k, self.device), self._feature_x0()))
         if self.use_kg:
-            heads, tails, ptr = kg = self.graphs.kg_edges(self.device, prune=self.training,
+            heads, tails, ptr, structure = self.graphs.kg_edges(self.device, prune=self.training,
                                                              ratio=self.prune_ratio)
             x0 = torch.cat([self.item_emb.weight, self.entity_emb.weight[: self.meta["n_entities"] - self.n_items]])
-            views.append(self.kg_encoder(x0, heads, tails, ptr, kg.structure)[: self.n_items])
+            views.append(self.kg_encoder(x0, heads, tails, ptr, structure)[: self.n_items])
         return bar_u, views
 
     VIEW_NAMES = ("interaction", "feature", "kg")

@@ -6,6 +6,8 @@
 
 Every reader validates its input and raises :class:`slifmr.errors.DataError` naming the file,
 the line and the problem, so a bad download fails loudly instead of training on garbage.
+All share one signature: ``reader(path, name=None, features=None, **layout_options)``
+(``features``: None = every feature matrix of the directory, or exactly those named).
 """
 
 from __future__ import annotations
@@ -25,21 +27,23 @@ _READERS: dict[str, Callable[..., RawDataset]] = {"kgat": read_kgat, "recbole": 
 _INPUTS: dict[str, Callable[..., list[Path]]] = {"kgat": kgat_inputs, "recbole": recbole_inputs, "mmrec": mmrec_inputs}
 
 
-def read_dataset(fmt: str, path: str | Path, name: str | None = None, **options: Any) -> RawDataset:
+def read_dataset(fmt: str, path: str | Path, name: str | None = None, features: list[str] | None = None,
+                 **options: Any) -> RawDataset:
     """Read a dataset in layout ``fmt`` (one of :data:`FORMATS`); options go to the reader."""
     reader = _READERS.get(str(fmt).lower())
     if reader is None:
         raise DataError(f"unknown dataset format '{fmt}'; allowed: {', '.join(FORMATS)}")
-    return reader(path, name=name, **options)
+    return reader(path, name=name, features=features, **options)
 
 
-def reader_inputs(fmt: str, path: str | Path, name: str | None = None, **options: Any) -> list[Path]:
+def reader_inputs(fmt: str, path: str | Path, name: str | None = None, features: list[str] | None = None,
+                  **options: Any) -> list[Path]:
     """The files the reader of ``fmt`` would read with these options (those that exist): the
     dataset cache hashes exactly these, so an unrelated or unreadable file nearby is ignored."""
     inputs = _INPUTS.get(str(fmt).lower())
     if inputs is None:
         raise DataError(f"unknown dataset format '{fmt}'; allowed: {', '.join(FORMATS)}")
-    return inputs(path, name=name, **options)
+    return inputs(path, name=name, features=features, **options)
 
 
 __all__ = ["FORMATS", "read_dataset", "reader_inputs", "read_kgat", "read_mmrec", "read_recbole"]

@@ -197,6 +197,14 @@ def feature_files(directory: Path) -> dict[str, Path]:
     return {p.name[: -len(_FEAT_SUFFIX)]: p for p in found if p.is_file() and len(p.name) > len(_FEAT_SUFFIX)}
 
 
+def wanted_feature_files(directory: Path, features: list[str] | None) -> dict[str, Path]:
+    """The feature files a reader loads: every ``*_feat.npy`` (``features=None``) or exactly the
+    named ones (a missing one is then an error of :func:`load_features`)."""
+    if features is None:
+        return feature_files(directory)
+    return {f: directory / f"{f}{_FEAT_SUFFIX}" for f in features}
+
+
 def load_features(
     files: dict[str, Path], n_items: int
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

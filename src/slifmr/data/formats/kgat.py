@@ -21,10 +21,10 @@ from slifmr.data.formats._common import (
     check_dense,
     check_ids,
     dataset_dir,
-    feature_files,
     first_occurrences,
     is_integer_token,
     load_features,
+    wanted_feature_files,
     parse_int_lines,
     read_bytes,
     token_layout,
@@ -72,8 +72,7 @@ def read_kgat(path: str | Path, name: str | None = None, features: list[str] | N
 
     kg, n_entities, relation_names = _read_kg(directory / "kg_final.txt", n_items, entity_list, relation_list)
 
-    wanted = feature_files(directory) if features is None else {f: directory / f"{f}_feat.npy" for f in features}
-    feats, masks = load_features(wanted, n_items)
+    feats, masks = load_features(wanted_feature_files(directory, features), n_items)
 
     label = {"train.txt": TRAIN, "valid.txt": VALID, "test.txt": TEST}
     users = np.concatenate([parts[f][0] for f in names])
@@ -105,8 +104,7 @@ def kgat_inputs(path: str | Path, name: str | None = None, features: list[str] |
     """The files :func:`read_kgat` reads (that exist): what the dataset cache hashes."""
     directory = dataset_dir(path)
     names = ["train.txt", "valid.txt", "test.txt", "kg_final.txt", *LIST_FILES]
-    wanted = feature_files(directory) if features is None else {f: directory / f"{f}_feat.npy" for f in features}
-    for feat in wanted.values():
+    for feat in wanted_feature_files(directory, features).values():
         names += [feat.name, feat.name[: -len("_feat.npy")] + "_mask.npy"]
     return [directory / n for n in names if (directory / n).is_file()]
 

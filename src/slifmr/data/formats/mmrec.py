@@ -17,10 +17,10 @@ from slifmr.data.formats._common import (
     MAX_ID,
     check_ids,
     dataset_dir,
-    feature_files,
     first_occurrences,
     is_integer_token,
     load_features,
+    wanted_feature_files,
     parse_numeric,
     read_bytes,
 )
@@ -32,6 +32,7 @@ _LABEL_TO_SPLIT = np.array([TRAIN, VALID, TEST], dtype=np.int8)  # x_label 0 / 1
 def read_mmrec(
     path: str | Path,
     name: str | None = None,
+    features: list[str] | None = None,
     user_field: str = "userID",
     item_field: str = "itemID",
     split_field: str = "x_label",
@@ -41,6 +42,7 @@ def read_mmrec(
     ``name`` defaults to the directory name, or to the only ``*.inter`` file there. Without
     a ``split_field`` column the split is None. A (user, item) pair repeated with the same
     label keeps its first occurrence; with different labels it is an error (test leakage).
+    ``features`` as for :func:`~slifmr.data.formats.kgat.read_kgat`.
     """
     directory = dataset_dir(path)
     inter_path = _inter_file(directory, name)
@@ -75,7 +77,7 @@ def read_mmrec(
         _check_consistent(inter_path, users, items, split, lines, n_items, split_field)
         split = split[keep]
 
-    feats, masks = load_features(feature_files(directory), n_items)
+    feats, masks = load_features(wanted_feature_files(directory, features), n_items)
     return RawDataset(
         name=name or inter_path.stem,
         users=users[keep],
@@ -91,11 +93,12 @@ def read_mmrec(
     )
 
 
-def mmrec_inputs(path: str | Path, name: str | None = None, **_: object) -> list[Path]:
+def mmrec_inputs(path: str | Path, name: str | None = None, features: list[str] | None = None,
+                 **_: object) -> list[Path]:
     """The files :func:`read_mmrec` reads (that exist): what the dataset cache hashes."""
     directory = dataset_dir(path)
     files = [_inter_file(directory, name)]
-    for feat in feature_files(directory).values():
+    for feat in wanted_feature_files(directory, features).values():
         files += [feat, feat.with_name(feat.name[: -len("_feat.npy")] + "_mask.npy")]
     return [p for p in files if p.is_file()]
 

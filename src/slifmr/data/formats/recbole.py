@@ -27,15 +27,19 @@ from slifmr.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def read_recbole(path: str | Path, name: str | None = None) -> RawDataset:
+def read_recbole(path: str | Path, name: str | None = None, features: list[str] | None = None) -> RawDataset:
     """Read ``<path>/<name>.inter`` (``name`` defaults to the directory name) and its KG.
 
     ``path`` may also be the ``.inter`` file itself. Only users and items of ``.inter`` are
     indexed (``.item`` rows without interactions are not). A repeated (user, item) pair keeps
     its first occurrence. No split is given (``split=None``) and no features are read.
     A row with more fields than the header is tolerated (extra fields ignored, as RecBole
-    does); fewer fields or an empty user/item token is an error.
+    does); fewer fields or an empty user/item token is an error. ``features`` (the readers'
+    common signature) must be None or empty: the layout has no feature matrices.
     """
+    if features:
+        raise DataError(f"dataset.features asks for {list(features)}, but the RecBole layout has no feature "
+                        "matrices (use the kgat or mmrec layout, or dataset.features=null)", str(path))
     given = Path(path).expanduser()
     if given.suffix == ".inter" and given.is_file():
         directory, name = given.parent, name or given.stem
@@ -71,7 +75,7 @@ def read_recbole(path: str | Path, name: str | None = None) -> RawDataset:
     )
 
 
-def recbole_inputs(path: str | Path, name: str | None = None) -> list[Path]:
+def recbole_inputs(path: str | Path, name: str | None = None, features: list[str] | None = None) -> list[Path]:
     """The files :func:`read_recbole` reads (that exist): what the dataset cache hashes."""
     given = Path(path).expanduser()
     if given.suffix == ".inter" and given.is_file():
