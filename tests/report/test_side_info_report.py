@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slifmr.report.records import SCHEMA, ReportError, write_record
+from slifmr.records import SCHEMA, write_record
+from slifmr.report.records import ReportError
 from slifmr.report.side_info import report
 
 N_USERS = 40

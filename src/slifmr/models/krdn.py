@@ -146,7 +146,7 @@ class KRDN(RecModel):
         if self._graphs is None or self._graphs["store"] is not self.graphs or self._graphs["device"] != self.device:
             g, dev = self.graphs, self.device
             kg = g.kg_edges(dev, prune=False)
-            heads, tails, ptr = kg
+            heads, tails, ptr, _ = kg
             counts = (ptr[1:] - ptr[:-1]).to(dev)
             rels = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts)
             if rels.numel() and int(rels.max()) >= self.n_rel:
