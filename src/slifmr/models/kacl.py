@@ -214,7 +214,7 @@ class KACL(RecModel):
         if self._graphs is None or self._graphs["store"] is not self.graphs or self._graphs["device"] != self.device:
             g, dev = self.graphs, self.device
             u, i = g.train_users, g.train_items + self.n_users
-            heads, tails, ptr = g.kg_edges("cpu")
+            heads, tails, ptr, _ = g.kg_edges("cpu")
             counts = ptr[1:] - ptr[:-1]
             rels = torch.repeat_interleave(torch.arange(counts.numel()), counts)
             if rels.numel() and int(rels.max()) >= self.n_rel:
