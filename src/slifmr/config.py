@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -38,6 +39,19 @@ def run_name() -> str | None:
 def first(value, default):
     """``value`` unless it is null or empty, else ``default`` (the run dir: ``resume`` or a new one)."""
     return default if value in (None, "") else value
+
+
+def hydra_parts(cfg) -> tuple[list[str], dict[str, Any]]:
+    """(task overrides, group choices) from the running HydraConfig, else from a composed
+    config's ``hydra`` node (tests compose with it), else nothing."""
+    from hydra.core.hydra_config import HydraConfig
+
+    node = HydraConfig.get() if HydraConfig.initialized() else cfg.get("hydra") if "hydra" in cfg else None
+    if node is None:
+        return [], {}
+    overrides = list(OmegaConf.to_container(node.overrides.task)) if node.get("overrides") else []
+    choices = node.runtime.get("choices") if node.get("runtime") else None
+    return [str(o) for o in overrides], dict(OmegaConf.to_container(choices)) if choices else {}
 
 
 def plain_config(cfg) -> dict:

@@ -1,5 +1,6 @@
-"""Where and how a run ran, for its result record: Hydra overrides and choices, the git revision
-of the checkout, the package version and peak memory. Best effort: a run never fails for these."""
+"""Where and how a run ran, for its result record: the git revision of the checkout, the package
+version and peak memory (the overrides: ``slifmr.config.hydra_parts``). Best effort: a run never
+fails for these."""
 
 from __future__ import annotations
 
@@ -8,20 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-
-
-def hydra_parts(cfg) -> tuple[list[str], dict[str, Any]]:
-    """(task overrides, group choices) from the running HydraConfig, else from a composed
-    config's ``hydra`` node (tests compose with it), else nothing."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
-
-    node = HydraConfig.get() if HydraConfig.initialized() else cfg.get("hydra") if "hydra" in cfg else None
-    if node is None:
-        return [], {}
-    overrides = list(OmegaConf.to_container(node.overrides.task)) if node.get("overrides") else []
-    choices = node.runtime.get("choices") if node.get("runtime") else None
-    return [str(o) for o in overrides], dict(OmegaConf.to_container(choices)) if choices else {}
 
 
 def git_revision() -> dict[str, Any] | None:

@@ -32,8 +32,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from slifmr.callbacks.provenance import git_revision, hydra_parts, memory, package_version
-from slifmr.config import plain_config, sweep_group
+from slifmr.callbacks.provenance import git_revision, memory, package_version
+from slifmr.config import hydra_parts, plain_config, sweep_group
 from slifmr.records import SCHEMA, write_record
 
 REFRESH_KEY = "self_loop/refresh_seconds"  # logged by callbacks/self_loop.py per refresh

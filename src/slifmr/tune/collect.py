@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from slifmr.report.records import atomic_write_bytes
+from slifmr.records import atomic_write_bytes
 from slifmr.tune.points import TunedError, read_point_file
 from slifmr.tune.search import BEST_FILE
 

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from slifmr.report.records import hydra_parts
+from slifmr.config import hydra_parts
 from slifmr.tune.space import has_space, hydra_value
 
 _MISSING = object()

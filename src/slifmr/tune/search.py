@@ -31,7 +31,8 @@ from typing import Any, Iterator
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from slifmr.report.records import atomic_write_bytes, atomic_write_json, hydra_parts
+from slifmr.config import hydra_parts
+from slifmr.records import atomic_write_bytes, atomic_write_json
 from slifmr.tune.space import Param, SpaceError, as_overrides, check_keys, load_space, space_owner, space_source
 
 log = logging.getLogger(__name__)
