@@ -142,3 +142,17 @@ def test_the_cli_prints_the_hint(monkeypatch, capsys):
     GlobalHydra.instance().clear()
     assert e.value.code == 1
     assert "did you mean 'model.n_layers'" in capsys.readouterr().err
+
+
+def test_a_missing_dataset_says_where_to_point_and_where_to_get_it(tmp_path):
+    import hydra
+
+    from slifmr.errors import DataError
+
+    cfg = make_cfg(tmp_path, ["dataset=ml-100k-kg", f"paths.data_dir={tmp_path / 'nowhere'}"])
+    dm = hydra.utils.instantiate(cfg.dataset, _convert_="all")
+    with pytest.raises(DataError) as e:
+        dm.setup()
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path / "nowhere" / "ml-100k-kg") in msg
+    assert "paths.data_dir" in msg and "SLIFMR_DATA_DIR" in msg and "Get it: MovieLens 100K" in msg

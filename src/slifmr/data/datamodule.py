@@ -54,6 +54,7 @@ class RecDataModule(pl.LightningDataModule):
         noise: dict | None = None,
         expected: dict | None = None,
         withhold_test: bool = False,
+        source: str | None = None,
     ):
         super().__init__()
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -77,6 +78,7 @@ class RecDataModule(pl.LightningDataModule):
         self.noise = dict(noise or {})
         self.expected = dict(expected or {})  # known-target counts (paper Table I); mismatch = loud warning
         self.withhold_test = withhold_test
+        self.source = source  # where to get the data: said when the directory is missing
         self.data: RecDataset | None = None
         self.fingerprint: dict | None = None  # what data + split this is (set by load(); saved in checkpoints)
         self.graphs: GraphStore | None = None
@@ -128,7 +130,10 @@ class RecDataModule(pl.LightningDataModule):
             raise DataError(f"dataset '{self.name}': dataset.path must be a directory, but it is a file "
                             f"(set dataset.path to the directory that holds it)", self.path)
         if not self.path.is_dir():
-            raise DataError(f"dataset '{self.name}': directory not found: {self.path} (set dataset.path)")
+            where = f" Get it: {self.source}." if self.source else ""
+            raise DataError(f"dataset '{self.name}': directory not found: {self.path}. Point paths.data_dir "
+                            f"(or SLIFMR_DATA_DIR) at the folder that holds {self.path.name}/, or dataset.path "
+                            f"at the dataset folder itself.{where}")
         inputs = reader_inputs(self.format, self.path, name=self.name, features=self.features, **self.reader_options)
         key = cache.cache_key(inputs, self._settings())
         self.fingerprint = self._fingerprint(key)
