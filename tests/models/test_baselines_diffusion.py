@@ -1,7 +1,7 @@
-"""DiffMM and DiffKG (Table II baselines): the Gaussian diffusion pieces against hand-computed
+"""DiffMM, DiffKG and TMFUN (Table II baselines): the Gaussian diffusion pieces against hand-computed
 values (schedule, q(x_t | x_0), the SNR-weighted denoising loss on a 2-user toy, the reverse walk,
 the time embedding), the graphs rebuilt from generated rows, DiffKG's KG handling and attention
-hop against direct formulas, and the missing-input errors. One epoch end to end through Hydra is in
+hop against direct formulas, TMFUN's attention-guided fusion and inter-modal contrast by hand, and the missing-input errors. One epoch end to end through Hydra is in
 test_baselines_e2e.py."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from slifmr.models import diffkg as diffkg_mod
 from slifmr.models import diffmm as diffmm_mod
 from slifmr.models.diffkg import DiffKG, dedup_kg, rgat_layer, sample_per_head, kg_view
 from slifmr.models.diffmm import DiffMM, lightgcn_sum
+from slifmr.models.tmfun import TMFUN, attention_fusion, inter_modal_infonce
 from slifmr.models.encoders.diffusion import (DiffusionSchedule, diffusion_betas, diffusion_loss, p_sample,
                                               timestep_embedding)
 
@@ -278,3 +279,56 @@ def test_missing_inputs_fail_clearly():
         DiffMM({**MM_META, "features": {"text": 5}})
     with pytest.raises(DataError, match="model=diffkg needs a knowledge graph"):
         DiffKG({**META, "n_entities": 0, "n_relations": 0})
+
+
+# -- TMFUN (in this file: it shares the multimodal toy store) -------------------------------------
+def test_tmfun_attention_fusion_by_hand():
+    """Identity projections: item 0's query matches modality A (score 1 vs 0) -> weights
+    e^(1/sqrt2) / (e^(1/sqrt2) + 1) and the rest; item 1 scores both equally -> 1/2 each."""
+    q = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    views = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[2.0, 0.0], [0.0, 4.0]]])
+    fused, alpha = attention_fusion(q, views, torch.eye(2), torch.eye(2))
+    a = math.exp(1 / math.sqrt(2)) / (math.exp(1 / math.sqrt(2)) + 1)
+    torch.testing.assert_close(alpha, torch.tensor([[a, 1 - a], [0.5, 0.5]]))
+    torch.testing.assert_close(fused, torch.tensor([[a, 1 - a], [1.0, 2.0]]))
+
+
+def test_tmfun_inter_modal_infonce_by_hand():
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    b = torch.tensor([[3.0, 0.0], [1.0, 1.0]])
+    s = torch.tensor([[1.0, 1 / math.sqrt(2)], [0.0, 1 / math.sqrt(2)]]) / 0.5  # cos(a_i, b_j) / tau
+    row = -(torch.log_softmax(s, 1).diagonal()).mean()
+    col = -(torch.log_softmax(s.T, 1).diagonal()).mean()
+    torch.testing.assert_close(inter_modal_infonce(a, b, 0.5), 0.5 * (row + col))
+
+
+def test_tmfun_forward_and_loss_follow_the_formula():
+    store = mm_store()
+    torch.manual_seed(0)
+    model = TMFUN(MM_META, embedding_dim=4, knn_k=1)
+    model.attach(store)
+    model.eval()
+    views = model.modality_views()
+    for m in model.modalities:  # z_m = S_m (W x_m + b)
+        s = store.frozen_item_graph({m: 1.0}, k=1) @ torch.eye(3)
+        torch.testing.assert_close(views[m], s @ model.features.proj[m](store.features[m].float()))
+    fused, _ = attention_fusion(model.item_emb.weight, torch.stack([views[m] for m in model.modalities], 1),
+                                model.w_q, model.w_k)
+    g = (store.frozen_item_graph({m: 0.5 for m in model.modalities}, k=1) @ torch.eye(3)) @ fused
+    adj = store.interaction_adj(prune=False) @ torch.eye(5)
+    ego = torch.cat([model.user_emb.weight, model.item_emb.weight])
+    out = (ego + adj @ ego + adj @ adj @ ego) / 3
+    u, i = model.forward()
+    torch.testing.assert_close(u, out[:2])
+    torch.testing.assert_close(i, out[2:] + torch.nn.functional.normalize(g, dim=1))
+    batch = {"users": torch.tensor([0, 1, 0]), "pos": torch.tensor([2, 0, 2]), "neg": torch.tensor([0, 2, 1])}
+    loss = model.loss(batch)
+    items = torch.tensor([0, 2])  # the distinct positives
+    want_cl = inter_modal_infonce(views["text"][items], views["genre"][items], 0.2)
+    torch.testing.assert_close(loss["cl"], want_cl)
+    torch.testing.assert_close(loss["loss"], loss["bpr"] + 1e-4 * loss["reg"] + 0.01 * loss["cl"])
+
+
+def test_tmfun_without_features_fails_clearly():
+    with pytest.raises(DataError, match="model=tmfun is multimodal"):
+        TMFUN({**MM_META, "features": {}})

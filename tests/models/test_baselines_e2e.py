@@ -17,7 +17,7 @@ from slifmr.train import train
 SMALL = {"diffmm": ["model.denoiser_dims=[32]"], "diffkg": ["model.denoiser_dims=[32]"]}
 
 
-@pytest.mark.parametrize("model", ["ngcf", "bm3", "freedom", "kgat", "kgin", "kgcl", "diffmm", "diffkg"])
+@pytest.mark.parametrize("model", ["ngcf", "bm3", "freedom", "kgat", "kgin", "kgcl", "diffmm", "diffkg", "tmfun"])
 def test_baseline_trains_one_epoch_end_to_end(tmp_path, shared_data, model):
     cfg = make_cfg(tmp_path, ["dataset=ml-100k-kg-tiny", f"paths.data_dir={shared_data}", f"model={model}",
                               "trainer.max_epochs=1", "callbacks.progress_bar=null",
