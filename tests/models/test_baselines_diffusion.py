@@ -184,7 +184,7 @@ def test_denoised_kg_keeps_top_rows_that_are_kg_edges_with_their_relation(monkey
     # item 0's top entity is 3 (a KG edge, relation 1); item 1's is 0 (no KG edge 1-0)
     scores = torch.tensor([[0.0, 0.1, 0.2, 0.9], [0.8, 0.0, 0.3, 0.1]])
     monkeypatch.setattr(diffkg_mod, "p_sample", lambda den, sched, x0, steps: scores)
-    model.rebuild_kg()
+    model.regenerate()
     kg = model.denoised_kg()
     got = sorted(zip(kg["heads"].tolist(), kg["tails"].tolist(), kg["rels"].tolist()))
     # (0, 3) with relation 1 and its reverse (3, 0) with the inverse relation 1 + 2
@@ -225,7 +225,7 @@ def test_diffmm_forward_matches_the_release_formula_and_the_graphs_are_top_k():
     model = DiffMM(MM_META, embedding_dim=4, denoiser_dims=[8], rebuild_k=2, keep_rate=1.0)
     model.attach(store)
     model.eval()
-    model.rebuild_graphs()
+    model.regenerate()
     for g in model.modal_graphs().values():  # 2 users x 2 items + 5 self-loops, both directions
         assert g.a._nnz() == 2 * 2 * 2 + 5
     adj = normalized_bipartite_with_self_loops(store.train_users, store.train_items, 2, 3).to_dense()

@@ -205,20 +205,24 @@ class DiffKG(RecModel):
             self._denoised = None
         return self._state
 
-    def n_rows(self) -> int:
+    @property
+    def n_generated_rows(self) -> int:
+        """Rows the denoiser regenerates each epoch (``diffuse_rows``)."""
         return self.n_items if self.diffuse_rows == "items" else self.n_entities
 
     @torch.no_grad()
-    def rebuild_kg(self) -> None:
+    def regenerate(self, n_rows: int | None = None) -> None:
         """The denoised KG: each diffused row's top ``rebuild_k`` entities, plus reverse pairs, kept
-        where they are KG edges (with that edge's relation), the release's reconstruction."""
+        where they are KG edges (with that edge's relation), the release's reconstruction
+        (``n_rows``: only the first rows, for timing a prefix; None: all)."""
         st = self.state()
         rows_m = st["kg_rows"]
 
         def generate(rows: Tensor) -> Tensor:
             return p_sample(self.denoiser, self.schedule, rows_m.dense(rows), self.sampling_steps)
 
-        h, t = topk_edges(generate, self.n_rows(), self.rebuild_k, self.rebuild_chunk, self.device)
+        rows = self.n_generated_rows if n_rows is None else min(n_rows, self.n_generated_rows)
+        h, t = topk_edges(generate, rows, self.rebuild_k, self.rebuild_chunk, self.device)
         n = self.n_entities
         key = torch.unique(torch.cat([h * n + t, t * n + h]))
         h, t = key // n, key % n
@@ -230,12 +234,12 @@ class DiffKG(RecModel):
     def denoised_kg(self) -> dict:
         self.state()
         if self._denoised is None:
-            self.rebuild_kg()
+            self.regenerate()
         return self._denoised
 
     def on_train_epoch_start(self) -> None:
-        self.rebuild_kg()
-        self._chunks = epoch_row_chunks(self.n_rows(), self._batches_per_epoch(), self.device)
+        self.regenerate()
+        self._chunks = epoch_row_chunks(self.n_generated_rows, self._batches_per_epoch(), self.device)
         self._step = 0
 
     def _batches_per_epoch(self) -> int:
@@ -267,7 +271,7 @@ class DiffKG(RecModel):
     def diffusion_step_loss(self) -> Tensor:
         st = self.state()
         if not self._chunks:  # outside a Trainer epoch: one random chunk
-            self._chunks = [torch.randperm(self.n_rows(), device=self.device)[: self.rebuild_chunk]]
+            self._chunks = [torch.randperm(self.n_generated_rows, device=self.device)[: self.rebuild_chunk]]
         rows = self._chunks[self._step % len(self._chunks)]
         self._step += 1
         x0 = st["kg_rows"].dense(rows)  # (B, N)

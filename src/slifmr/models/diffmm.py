@@ -184,9 +184,15 @@ class DiffMM(RecModel):
             return {m: F.leaky_relu(feats[m] @ self.trans[m], 0.2) for m in self.modalities}
         return {m: self.trans[m](feats[m]) for m in self.modalities}
 
+    @property
+    def n_generated_rows(self) -> int:
+        """Rows the denoisers regenerate each epoch (every user)."""
+        return self.n_users
+
     @torch.no_grad()
-    def rebuild_graphs(self) -> None:
-        """Regenerate every user's row with each modality's denoiser and rebuild ``G_m``."""
+    def regenerate(self, n_rows: int | None = None) -> None:
+        """Regenerate every user's row with each modality's denoiser and rebuild ``G_m``
+        (``n_rows``: only the first rows, for timing a prefix; None: all)."""
         st = self.state()
         graphs = {}
         for m in self.modalities:
@@ -196,7 +202,8 @@ class DiffMM(RecModel):
                 return p_sample(den, self.schedule, st["rows"].dense(users), self.sampling_steps,
                                 self.sampling_noise)
 
-            users, items = topk_edges(generate, self.n_users, self.rebuild_k, self.rebuild_chunk, self.device)
+            users, items = topk_edges(generate, self.n_users if n_rows is None else min(n_rows, self.n_users),
+                                      self.rebuild_k, self.rebuild_chunk, self.device)
             adj = modality_graph_from_topk(users, items, self.n_users, self.n_items, self.keep_rate)
             graphs[m] = SparseOperator(adj)  # entry dropout breaks the symmetry
         self._modal_graphs = graphs
@@ -204,11 +211,11 @@ class DiffMM(RecModel):
     def modal_graphs(self) -> dict[str, SparseOperator]:
         self.state()
         if self._modal_graphs is None:  # evaluation before any training epoch, or after a reload
-            self.rebuild_graphs()
+            self.regenerate()
         return self._modal_graphs
 
     def on_train_epoch_start(self) -> None:
-        self.rebuild_graphs()
+        self.regenerate()
         self._chunks = epoch_row_chunks(self.n_users, self._batches_per_epoch(), self.device)
         self._step = 0
 
