@@ -40,8 +40,8 @@ from slifmr.data.pipeline import build_rec_dataset
 from slifmr.data.sampling import BPRBatches
 from slifmr.data.synthetic import SyntheticConfig, amazon_book_scale, generate
 
-ALL_MODELS = ("mf", "lightgcn", "ngcf", "bm3", "freedom", "tmfun", "diffmm", "kgat", "kgin", "kgcl", "diffkg",
-              "slifmr")
+ALL_MODELS = ("mf", "lightgcn", "ngcf", "bm3", "freedom", "tmfun", "diffmm", "kgat", "kgin", "kgcl", "kgrec",
+              "krdn", "kacl", "diffkg", "slifmr")
 
 
 class _Data(pl.LightningDataModule):
