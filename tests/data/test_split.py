@@ -111,3 +111,41 @@ def test_pipeline_given_split_required():
     raw = _raw([0, 0, 0], [0, 1, 2], 1, 3)
     with pytest.raises(DataError, match="no given split"):
         build_rec_dataset(raw, split="given")
+
+
+# -- one protocol: training (build_rec_dataset) and prepare (build) share the builder ---------------
+def _protocol_raw() -> RawDataset:
+    rng = np.random.default_rng(3)
+    keys = rng.choice(12 * 15, 110, replace=False)
+    users, items = keys // 15, keys % 15
+    kg = np.array([[0, 0, 15], [3, 1, 16], [14, 0, 15], [0, 0, 15]])  # the last repeats the first
+    feat = rng.random((15, 4)).astype(np.float32)
+    return _raw(users, items, 12, 15, kg=kg, n_entities=17, features={"text": feat})
+
+
+def test_prepare_and_training_build_the_same_split_and_counts():
+    from slifmr.prepare.build import build
+
+    raw = _protocol_raw()
+    ds = build_rec_dataset(raw, kcore=2, split="random", ratios=(0.8, 0.1, 0.1), seed=5)
+    p = build(raw, kcore=2, split="random", ratios=(0.8, 0.1, 0.1), seed=5)
+    for part, label in (("train", TRAIN), ("valid", VALID), ("test", TEST)):
+        sel = p.labels == label
+        assert np.array_equal(getattr(ds, part), np.stack([p.users[sel], p.items[sel]], 1)), part
+    assert np.array_equal(ds.kg, p.kg) and ds.n_entities == p.n_entities == 17
+    assert len(ds.kg) == 3  # the repeated triple is kept once, by both
+    assert ds.item_ids.tolist() == p.item_ids.tolist()
+    assert ds.summary() == p.counts()
+
+
+def test_temporal_split_in_the_training_builder():
+    """Per user the newest interaction is test, the one before valid, whatever the file order."""
+    users = np.array([0, 0, 0, 0, 1, 1, 1])
+    items = np.array([0, 1, 2, 3, 0, 1, 2])
+    times = np.array([40, 10, 30, 20, 5, 7, 6])
+    raw = _raw(users, items, 2, 4)
+    ds = build_rec_dataset(raw, split="temporal", ratios=(0.5, 0.25, 0.25), timestamps=times)
+    assert sorted(map(tuple, ds.test.tolist())) == [(0, 0), (1, 1)]
+    assert sorted(map(tuple, ds.valid.tolist())) == [(0, 2), (1, 2)]
+    with pytest.raises(DataError, match="temporal needs timestamps"):
+        build_rec_dataset(raw, split="temporal")

@@ -84,22 +84,32 @@ class RecDataset:
     feature_masks: dict[str, np.ndarray] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float | int]:
-        n = len(self.train) + len(self.valid) + len(self.test)
-        out: dict[str, float | int] = {
-            "users": self.n_users,
-            "items": self.n_items,
-            "interactions": n,
-            "train": len(self.train),
-            "valid": len(self.valid),
-            "test": len(self.test),
-            "density": n / max(1, self.n_users * self.n_items),
-        }
-        if self.kg is not None:
-            out.update(triples=len(self.kg), entities=self.n_entities, relations=self.n_relations)
-        for name, mask in self.feature_masks.items():
-            out[f"{name}_dim"] = int(self.features[name].shape[1])
-            out[f"{name}_coverage"] = int(mask.sum())
-        return out
+        """Flat counts (:func:`count_summary`)."""
+        return count_summary(self.n_users, self.n_items, len(self.train), len(self.valid), len(self.test),
+                             self.kg, self.n_entities, self.n_relations, self.features, self.feature_masks)
+
+
+def count_summary(n_users: int, n_items: int, n_train: int, n_valid: int, n_test: int, kg: np.ndarray | None,
+                  n_entities: int, n_relations: int, features: dict[str, np.ndarray],
+                  feature_masks: dict[str, np.ndarray]) -> dict[str, float | int]:
+    """The one flat count of a split dataset, keyed as ``data.expected`` and the prepare manifest
+    read it: users, items, interactions per split, density, KG sizes, feature dims and coverage."""
+    n = n_train + n_valid + n_test
+    out: dict[str, float | int] = {
+        "users": n_users,
+        "items": n_items,
+        "interactions": n,
+        "train": n_train,
+        "valid": n_valid,
+        "test": n_test,
+        "density": n / max(1, n_users * n_items),
+    }
+    if kg is not None:
+        out.update(triples=len(kg), entities=n_entities, relations=n_relations)
+    for name, mask in feature_masks.items():
+        out[f"{name}_dim"] = int(features[name].shape[1])
+        out[f"{name}_coverage"] = int(mask.sum())
+    return out
 
 
 def presence_mask(feat: np.ndarray) -> np.ndarray:

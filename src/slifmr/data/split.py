@@ -49,6 +49,26 @@ def random_split(users: np.ndarray, ratios: Sequence[float], seed: int) -> np.nd
     return labels
 
 
+def temporal_split(users: np.ndarray, times: np.ndarray, ratios: Sequence[float]) -> np.ndarray:
+    """Per user, the latest interactions are test, the ones before valid (leave-last-out style).
+
+    Counts per user follow ``random_split`` (at least one test and one valid item for users
+    with >= 3 interactions, one train item always kept); ties keep file order.
+    """
+    labels = random_split(users, ratios, seed=0)  # only its per-user counts are used
+    n_test = np.bincount(users[labels == TEST], minlength=int(users.max()) + 1)
+    n_valid = np.bincount(users[labels == VALID], minlength=int(users.max()) + 1)
+    order = np.lexsort((np.arange(len(users)), -times, users))  # per user, newest first
+    counts = np.bincount(users)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.empty(len(users), dtype=np.int64)
+    rank[order] = np.arange(len(users)) - np.repeat(starts, counts)
+    out = np.full(len(users), TRAIN, dtype=np.int8)
+    out[rank < n_test[users]] = TEST
+    out[(rank >= n_test[users]) & (rank < n_test[users] + n_valid[users])] = VALID
+    return out
+
+
 def carve_valid(users: np.ndarray, labels: np.ndarray, valid_ratio: float, seed: int) -> np.ndarray:
     """Keep the given test split; move ``valid_ratio`` of each user's train items to VALID.
 
