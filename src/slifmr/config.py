@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,22 @@ def plain_config(cfg) -> dict:
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
 
 
+def cache_dir(data_dir: str) -> str:
+    """``paths.cache_dir``: ``$SLIFMR_CACHE_DIR``, else ``<parent of paths.data_dir>/.cache/slifmr``.
+
+    The cache holds datasets derived from the data, so it sits beside the data directory (absolute,
+    whatever directory a run is launched from), never inside the package: the embedded dataset
+    lives in the package, which may be installed read-only and must not carry run artefacts.
+    """
+    env = os.environ.get("SLIFMR_CACHE_DIR")
+    if env:
+        return str(Path(env).expanduser())
+    return str(Path(str(data_dir)).expanduser().resolve().parent / ".cache" / "slifmr")
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("slifmr.cache_dir"):
+        OmegaConf.register_new_resolver("slifmr.cache_dir", cache_dir)
     if not OmegaConf.has_resolver("slifmr.first"):
         OmegaConf.register_new_resolver("slifmr.first", first)
     if not OmegaConf.has_resolver("slifmr.embedded"):

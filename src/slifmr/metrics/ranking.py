@@ -18,6 +18,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+TOPK: tuple[int, ...] = (10, 20, 50)  # the ranking cut-offs (Recall/NDCG/Precision@K) unless a config says others
+
 __all__ = ["rank_topk", "hits_from_topk", "RankingMetrics"]
 
 
@@ -139,7 +141,7 @@ class RankingMetrics(Metric):
     NAMES = ("recall", "ndcg", "precision")
 
     def __init__(
-        self, topk: Sequence[int] = (10, 20, 50), prefix: str = "", collect_per_user: bool = False, **kwargs
+        self, topk: Sequence[int] = TOPK, prefix: str = "", collect_per_user: bool = False, **kwargs
     ) -> None:
         super().__init__(**kwargs)
         self.topk = tuple(sorted({int(k) for k in topk}))
@@ -160,7 +162,7 @@ class RankingMetrics(Metric):
 
     @staticmethod
     def per_user(
-        hits: Tensor, n_relevant: Tensor, topk: Sequence[int] = (10, 20, 50)
+        hits: Tensor, n_relevant: Tensor, topk: Sequence[int] = TOPK
     ) -> dict[str, Tensor]:
         """Per-user metric values (float64, (B,) each), e.g. for paired significance tests.
 

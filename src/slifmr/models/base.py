@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from slifmr.errors import DataError
 from slifmr.graphs.store import GraphSource
-from slifmr.metrics.ranking import RankingMetrics, hits_from_topk, rank_topk
+from slifmr.metrics.ranking import TOPK, RankingMetrics, hits_from_topk, rank_topk
 
 
 class RecModel(pl.LightningModule):
@@ -26,7 +26,7 @@ class RecModel(pl.LightningModule):
         meta: dict,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        topk: Sequence[int] = (10, 20, 50),
+        topk: Sequence[int] = TOPK,
     ):
         super().__init__()
         self.meta = dict(meta)

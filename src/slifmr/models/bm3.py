@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
 from slifmr.models.encoders.raw_features import RawFeatures, require_features
-from slifmr.models.lightgcn import propagate_mean
+from slifmr.models.encoders.interaction import lightgcn_readout
 
 
 def bootstrap_loss(online: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
@@ -59,7 +59,7 @@ class BM3(RecModel):
         cl_weight: float = 2.0,
         finetune_features: bool = True,
         lr: float = 1e-3,
-        topk=(10, 20, 50),
+        topk=TOPK,
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()
@@ -78,7 +78,7 @@ class BM3(RecModel):
     def encode(self) -> tuple[Tensor, Tensor]:
         """Online encoder outputs before the predictor: users (U, d), items (I, d)."""
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])  # (U+I, d)
-        out = propagate_mean(self.graphs.interaction_adj(self.device), ego, self.n_layers)
+        out = lightgcn_readout(self.graphs.interaction_adj(self.device), ego, self.n_layers)
         return out[: self.n_users], out[self.n_users :] + self.item_emb.weight
 
     def embeddings(self) -> tuple[Tensor, Tensor]:

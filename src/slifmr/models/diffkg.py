@@ -16,7 +16,7 @@ from slifmr.errors import DataError
 from slifmr.graphs.adjacency import SparseOperator
 from slifmr.graphs.generated import RowMatrix, normalized_bipartite_with_self_loops, topk_edges
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
 from slifmr.models.diffmm import lightgcn_sum
 from slifmr.models.encoders.diffusion import (Denoiser, DiffusionSchedule, diffusion_loss, epoch_row_chunks,
                                               p_sample)
@@ -143,7 +143,7 @@ class DiffKG(RecModel):
         triplet_num: int = 10,
         diffuse_rows: str = "items",
         lr: float = 1e-3,
-        topk=(10, 20, 50),
+        topk=TOPK,
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()

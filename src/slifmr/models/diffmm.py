@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from slifmr.errors import DataError
 from slifmr.graphs.adjacency import SparseOperator
 from slifmr.graphs.generated import RowMatrix, drop_entries, normalized_bipartite_with_self_loops, topk_edges
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
 from slifmr.models.encoders.diffusion import (Denoiser, DiffusionSchedule, diffusion_loss, epoch_row_chunks,
                                               p_sample)
 from slifmr.models.encoders.raw_features import require_features
@@ -118,7 +118,7 @@ class DiffMM(RecModel):
         feature_transform: str = "matrix",
         cl_mode: str = "modal_pairs",
         lr: float = 1e-3,
-        topk=(10, 20, 50),
+        topk=TOPK,
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()

@@ -9,10 +9,10 @@ from torch import Tensor
 
 from slifmr.graphs.adjacency import SparseOperator
 from slifmr.graphs.pruning import check_prune_ratio
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
 from slifmr.models.encoders.raw_features import RawFeatures, require_features
 from slifmr.models.losses import bpr_loss
-from slifmr.models.lightgcn import propagate_mean
+from slifmr.models.encoders.interaction import lightgcn_readout
 
 
 def masked_bpr(pos_scores: Tensor, neg_scores: Tensor, weight: Tensor) -> Tensor:
@@ -66,7 +66,7 @@ class FREEDOM(RecModel):
         reg_weight: float = 1e-4,
         finetune_features: bool = True,
         lr: float = 1e-3,
-        topk=(10, 20, 50),
+        topk=TOPK,
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()
@@ -105,7 +105,7 @@ class FREEDOM(RecModel):
             h = s @ h  # (I, d)
         adj = self.graphs.interaction_adj(self.device, prune=self.training, ratio=self.prune_ratio, stream="freedom")
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])  # (U+I, d)
-        out = propagate_mean(adj, ego, self.n_ui_layers)
+        out = lightgcn_readout(adj, ego, self.n_ui_layers)
         return out[: self.n_users], out[self.n_users :] + h
 
     def embeddings(self) -> tuple[Tensor, Tensor]:

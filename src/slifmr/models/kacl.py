@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from slifmr.errors import DataError
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
 from slifmr.graphs.kg_ops import head_index, sample_kg_triples
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
 from slifmr.models.losses import bpr_loss, l2_reg
 
 GATE_BIAS = 1e-4  # DropLearner: eps ~ U(bias, 1 - bias), "if bias is 0, we run into problems"
@@ -182,7 +182,7 @@ class KACL(RecModel):
         kg_batch: int = 4096,
         cl_batch: int = 1024,
         lr: float = 1e-3,
-        topk=(10, 20, 50),
+        topk=TOPK,
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from slifmr.errors import DataError
 from slifmr.graphs.kg import KGStructure, SparsePattern, kg_propagate, kg_structure, segment_softmax
 from slifmr.graphs.kg_ops import collaborative_kg, head_index, relation_ptr, sample_kg_triples
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
 from slifmr.models.encoders.kg_attention import relation_scores
 from slifmr.models.losses import bpr_loss, l2_reg
 
@@ -102,7 +102,7 @@ class KGAT(RecModel):
         kg_reg_weight: float = 1e-5,
         kg_batch_size: int = 2048,
         lr: float = 1e-4,
-        topk=(10, 20, 50),
+        topk=TOPK,
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()

@@ -16,7 +16,8 @@ from torch.utils.checkpoint import checkpoint
 from slifmr.errors import DataError
 from slifmr.graphs.adjacency import bipartite_adjacency, sym_normalize
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
+from slifmr.models.encoders.interaction import propagate
 from slifmr.models.losses import bpr_loss, l2_reg
 
 LEAKY_SLOPE = 0.2  # the official GAT's alpha
@@ -102,7 +103,7 @@ class KGCL(RecModel):
         cl_weight: float = 0.1,
         cl_negatives: str = "all",
         lr: float = 1e-3,
-        topk=(10, 20, 50),
+        topk=TOPK,
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()
@@ -206,11 +207,7 @@ class KGCL(RecModel):
             vals = vals * (torch.rand(vals.numel(), device=vals.device) < keep_prob) / keep_prob
         x = torch.cat([self.user_emb.weight, item0])
         n = x.shape[0]
-        acc = x
-        for _ in range(self.n_layers):
-            x = kg_propagate(rows, cols, vals, x, n, pattern=pattern)
-            acc = acc + x
-        out = acc / (self.n_layers + 1)
+        out = propagate(lambda h: kg_propagate(rows, cols, vals, h, n, pattern=pattern), x, self.n_layers)
         return out[: self.n_users], out[self.n_users :]
 
     def embeddings(self) -> tuple[Tensor, Tensor]:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from slifmr.errors import DataError
 from slifmr.graphs.kg import SparsePattern, kg_propagate
 from slifmr.graphs.kg_ops import relational_aggregate
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
 from slifmr.models.losses import bpr_loss, l2_reg
 
 INDEPENDENCE = ("distance", "cosine")
@@ -81,7 +81,7 @@ class KGIN(RecModel):
         node_dropout: float = 0.5,
         mess_dropout: float = 0.1,
         lr: float = 1e-4,
-        topk=(10, 20, 50),
+        topk=TOPK,
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()

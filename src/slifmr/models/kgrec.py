@@ -18,7 +18,7 @@ from slifmr.errors import DataError
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
 from slifmr.graphs.kg_ops import (edge_trilinear, interaction_entries, relational_aggregate,
                                   weighted_relational_aggregate)
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
 from slifmr.models.losses import bpr_loss, l2_reg
 
 
@@ -133,7 +133,7 @@ class KGRec(RecModel):
         tau: float = 1.0,
         cl_drop: float = 0.5,
         lr: float = 1e-4,
-        topk=(10, 20, 50),
+        topk=TOPK,
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()

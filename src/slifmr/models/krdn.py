@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from slifmr.errors import DataError
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
 from slifmr.graphs.kg_ops import edge_trilinear, interaction_entries, weighted_relational_aggregate
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
 
 
 def disarm_gradient(logits: Tensor, first: Tensor, second: Tensor, loss_first: Tensor,
@@ -106,7 +106,7 @@ class KRDN(RecModel):
         margin: float = 0.8,
         struct_lr: float = 1e-4,
         lr: float = 1e-4,
-        topk=(10, 20, 50),
+        topk=TOPK,
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()

@@ -6,23 +6,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
+from slifmr.models.encoders.interaction import lightgcn_readout
 from slifmr.models.losses import bpr_loss, l2_reg
-
-
-def propagate_mean(adj: Tensor, ego: Tensor, n_layers: int, include_ego: bool = True) -> Tensor:
-    """mean of [ego, A ego, A^2 ego, ...] (LightGCN); ``include_ego=False`` averages layers 1..L."""
-    layers = [ego] if include_ego else []
-    x = ego
-    for _ in range(n_layers):
-        x = adj @ x
-        layers.append(x)
-    return torch.stack(layers).mean(0) if layers else ego
 
 
 class LightGCN(RecModel):
     def __init__(self, meta: dict, embedding_dim: int = 64, n_layers: int = 3, reg_weight: float = 1e-4,
-                 lr: float = 1e-3, topk=(10, 20, 50)):
+                 lr: float = 1e-3, topk=TOPK):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()
         self.n_layers = n_layers
@@ -31,7 +22,7 @@ class LightGCN(RecModel):
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])  # (U+I, d)
-        out = propagate_mean(self.graphs.interaction_adj(self.device), ego, self.n_layers)
+        out = lightgcn_readout(self.graphs.interaction_adj(self.device), ego, self.n_layers)
         return out[: self.n_users], out[self.n_users :]
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
 from slifmr.models.losses import bpr_loss, l2_reg
 
 
 class MF(RecModel):
     def __init__(self, meta: dict, embedding_dim: int = 64, reg_weight: float = 1e-4, lr: float = 1e-3,
-                 topk=(10, 20, 50)):
+                 topk=TOPK):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()
         self.reg_weight = reg_weight

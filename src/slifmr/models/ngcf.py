@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slifmr.graphs.adjacency import SparseOperator
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
 from slifmr.models.losses import bpr_loss, l2_reg
 
 
@@ -72,7 +72,7 @@ class NGCF(RecModel):
         normalize_layers: bool = True,
         reg_weight: float = 1e-5,
         lr: float = 1e-3,
-        topk=(10, 20, 50),
+        topk=TOPK,
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
 
 
 class Pop(RecModel):
     """No learning: one pass over the data fills the popularity buffer from the graph store."""
 
-    def __init__(self, meta: dict, topk=(10, 20, 50)):
+    def __init__(self, meta: dict, topk=TOPK):
         super().__init__(meta, lr=0.0, topk=topk)
         self.save_hyperparameters()
         self.register_buffer("popularity", torch.zeros(self.n_items))

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from slifmr.errors import DataError
 from slifmr.graphs.pruning import check_prune_ratio
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
 from slifmr.models.encoders.feature_graph import FeatureGraphEncoder
 from slifmr.models.encoders.interaction import READOUTS, lightgcn_readout
 from slifmr.models.encoders.kg_attention import KGAttentionEncoder
@@ -53,7 +53,7 @@ class SLIFMR(RecModel):
         self_loop: dict | None = None,
         reg_weight: float = 1e-4,
         lr: float = 1e-3,
-        topk=(10, 20, 50),
+        topk=TOPK,
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()

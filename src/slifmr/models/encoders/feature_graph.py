@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from slifmr.models.encoders.interaction import readout_layers
+from slifmr.models.encoders.interaction import propagate
 
 
 class FeatureGraphEncoder(nn.Module):
@@ -30,8 +30,5 @@ class FeatureGraphEncoder(nn.Module):
         if self.n_layers == 0 or not graphs:
             return x0
         alpha = self.modality_weights()
-        x, acc = x0, torch.zeros_like(x0)
-        for _ in range(self.n_layers):
-            x = sum(alpha[m] * (g @ x) for m, g in enumerate(graphs))
-            acc = acc + x
-        return readout_layers(acc, x0, self.n_layers, self.readout)
+        return propagate(lambda x: sum(alpha[m] * (g @ x) for m, g in enumerate(graphs)), x0, self.n_layers,
+                         self.readout)
