@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slifmr.graphs.adjacency import SparseOperator
-from slifmr.models.base import RecModel
+from slifmr.models.base import TOPK, RecModel
+from slifmr.models.encoders.interaction import lightgcn_readout
 from slifmr.models.encoders.raw_features import RawFeatures, require_features
-from slifmr.models.lightgcn import propagate_mean
 from slifmr.models.losses import bpr_loss, l2_reg
 
 
@@ -81,7 +81,7 @@ class TMFUN(RecModel):
         tau: float = 0.2,
         finetune_features: bool = False,
         lr: float = 1e-3,
-        topk=(10, 20, 50),
+        topk=TOPK,
     ):
         super().__init__(meta, lr=lr, topk=topk)
         self.save_hyperparameters()
@@ -125,7 +125,7 @@ class TMFUN(RecModel):
         for _ in range(self.n_mm_layers):
             g = s @ g
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])  # (U+I, d)
-        out = propagate_mean(self.graphs.interaction_adj(self.device, prune=False), ego, self.n_ui_layers)
+        out = lightgcn_readout(self.graphs.interaction_adj(self.device, prune=False), ego, self.n_ui_layers)
         return out[: self.n_users], out[self.n_users :] + F.normalize(g, dim=1)
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
