@@ -24,7 +24,7 @@ A_BLOCKS = ("cosine", "binary", "normalized")
 
 def check_a_block(a_block: str) -> str:
     if a_block not in A_BLOCKS:
-        raise ValueError(f"self_loop.a_block must be one of {A_BLOCKS}, got '{a_block}'")
+        raise ValueError(f"model.self_loop.a_block must be one of {A_BLOCKS}, got '{a_block}'")
     return a_block
 
 
