@@ -30,11 +30,26 @@ def sweep_group(name: str | None = None) -> str | None:
     return Path(str(hc.sweep.dir)).name or None
 
 
+# overrides that say where or how a run is logged or shown, not what it computes: no part of its name
+NAME_EXCLUDES = ("paths.", "hydra.", "hydra/", "logger", "callbacks.progress_bar", "trainer.enable_progress_bar",
+                 "dry_run", "sweep")
+
+
+def name_from_overrides(overrides: list[str]) -> str | None:
+    """``key=value,...`` of the overrides that change what a run computes (no paths, no logger keys)."""
+    kept = []
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if not key.startswith(NAME_EXCLUDES):
+            kept.append(o.lstrip("+"))
+    return ",".join(sorted(kept)) or None
+
+
 def run_name() -> str | None:
-    """The W&B name of a job: its command-line overrides (``hydra.job.override_dirname``),
-    or None (W&B picks a name) outside Hydra or without overrides."""
+    """The W&B name of a job: the command-line overrides that change what it computes, or None
+    (W&B picks a name) outside Hydra or without such overrides."""
     hc = _hydra_config()
-    return (hc.job.get("override_dirname") or None) if hc is not None else None
+    return name_from_overrides(list(hc.overrides.task)) if hc is not None else None
 
 
 def first(value, default):

@@ -107,6 +107,20 @@ def instantiate_loggers(cfg: DictConfig | None, full_cfg: DictConfig) -> list:
     return loggers
 
 
+def summarize_best(loggers: list, record: str | Path | None) -> None:
+    """W&B's summary keeps each metric's last value; a run is judged by its best epoch, so the
+    summary's ``val/*`` are set to the best epoch's (from the record) and ``best_epoch`` added."""
+    if record is None or not Path(record).is_file():
+        return
+    rec = json.loads(Path(record).read_text())
+    if rec.get("best_epoch") is None:
+        return
+    best = {f"val/{k}": v for k, v in (rec.get("val") or {}).items()}
+    for lg in loggers:
+        if type(lg).__name__ == "WandbLogger":
+            lg.experiment.summary.update({**best, "best_epoch": rec["best_epoch"]})
+
+
 def finish_loggers(loggers: list) -> None:
     """Close W&B runs at job end, also when the job failed: one W&B run per multirun job."""
     for lg in loggers:

@@ -19,7 +19,7 @@ from slifmr.callbacks.run_record import RunRecordCallback
 from slifmr.config import plain_config, register_resolvers
 from slifmr.resume import ConfigInCheckpoint, resolve_ckpt
 from slifmr.runner import (closing_block, finish_loggers, instantiate_callbacks, instantiate_loggers, job_label,
-                           log_interval, report_errors, train_batches_per_epoch)
+                           log_interval, report_errors, summarize_best, train_batches_per_epoch)
 from slifmr.tune.points import apply_tuned
 from slifmr.validate import check_config, check_eval
 from slifmr.warnings_filter import quiet_third_party
@@ -74,6 +74,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         elif recorder is not None:  # not tested: the record of the fit
             recorder.write(trainer)
         record = recorder.written if recorder is not None else None
+        summarize_best(loggers, record)
         if trainer.is_global_zero:  # the console and train.log end with where everything is
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             log.info("%s", closing_block(cfg.paths.output_dir, metrics, time.perf_counter() - started, record,

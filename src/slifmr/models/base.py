@@ -76,6 +76,9 @@ class RecModel(pl.LightningModule):
 
     # -- wiring -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        # the loggers get the composed config once (runner.instantiate_loggers); Lightning's own copy
+        # of the model's flattened hyper-parameters would duplicate its keys (`L` beside `model.L`)
+        self._log_hyperparams = False
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and getattr(dm, "graphs", None) is not None:
             self.attach(dm.graphs)
