@@ -124,6 +124,18 @@ def hits_from_topk(
     return gt_keys[pos] == keys, n_relevant
 
 
+def _prefix_sums(x: Tensor) -> Tensor:
+    """Cumulative sums along the last dim. Off the CPU as a masked sum over a (K, K) lower
+    triangle (K <= max top-K, small): CUDA's floating ``cumsum`` has no deterministic kernel and
+    raises under ``torch.use_deterministic_algorithms(True)`` (``trainer.deterministic=true``).
+    On the CPU, ``cumsum`` (sequential, deterministic) keeps the recorded metrics bit-identical."""
+    if x.device.type == "cpu":
+        return x.cumsum(dim=-1)
+    k = x.shape[-1]
+    lower = torch.ones(k, k, dtype=torch.bool, device=x.device).tril()  # (K, K): row r sums 0..r
+    return (x.unsqueeze(-2) * lower).sum(-1)
+
+
 class RankingMetrics(Metric):
     """Recall/NDCG/Precision@K averaged over users with at least one relevant item.
 
@@ -176,9 +188,9 @@ class RankingMetrics(Metric):
         h = hits[:, :max_k].to(torch.float64)  # (B, maxK)
         n_rel = n_relevant.to(device=h.device, dtype=torch.float64)  # (B,)
         disc = 1.0 / torch.log2(torch.arange(max_k, device=h.device, dtype=torch.float64) + 2)
-        dcg = (h * disc).cumsum(dim=1)  # (B, maxK) DCG@(r+1)
-        n_hit = h.cumsum(dim=1)  # (B, maxK) hits@(r+1)
-        ideal = disc.cumsum(dim=0)  # (maxK,) IDCG with r+1 relevant items
+        dcg = _prefix_sums(h * disc)  # (B, maxK) DCG@(r+1)
+        n_hit = _prefix_sums(h)  # (B, maxK) hits@(r+1)
+        ideal = _prefix_sums(disc)  # (maxK,) IDCG with r+1 relevant items
         undefined = n_rel == 0
         denom = n_rel.clamp(min=1)
         out: dict[str, Tensor] = {}

@@ -18,6 +18,16 @@ from slifmr.graphs.store import GraphSource
 from slifmr.metrics.ranking import TOPK, RankingMetrics, hits_from_topk, rank_topk
 
 
+def rows(x: Tensor, index: Tensor) -> Tensor:
+    """``x[index]`` for a 1-D ``index`` as ``index_select``, whose backward is ``index_add_``: a fixed
+    summation order on the CPU at any thread count. ``x[index]``'s backward is
+    ``index_put_(accumulate=True)``, which on the CPU adds repeated rows atomically across threads,
+    so the gradient of a batch with repeated users/items changes from run to run at 2 threads.
+
+    x: (N, ...), index: (B,) int64 -> (B, ...)."""
+    return x.index_select(0, index)
+
+
 class RecModel(pl.LightningModule):
     """Shared training/evaluation plumbing. Subclasses own parameters and losses."""
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slifmr.models.base import TOPK, RecModel
+from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.encoders.raw_features import RawFeatures, require_features
 from slifmr.models.encoders.interaction import lightgcn_readout
 
@@ -94,13 +94,13 @@ class BM3(RecModel):
         users, items = batch["users"], batch["pos"]  # (B,), (B,): observed pairs only
         u_enc, i_enc = self.encode()  # (U, d), (I, d)
         # targets perturbed on the whole tables, then gathered (a repeated row shares its mask)
-        u_tgt, i_tgt = self._target(u_enc)[users], self._target(i_enc)[items]  # (B, d)
-        align = bootstrap_loss(self.predictor(u_enc[users]), i_tgt) + \
-            bootstrap_loss(self.predictor(i_enc[items]), u_tgt)
+        u_tgt, i_tgt = rows(self._target(u_enc), users), rows(self._target(i_enc), items)  # (B, d)
+        align = bootstrap_loss(self.predictor(rows(u_enc, users)), i_tgt) + \
+            bootstrap_loss(self.predictor(rows(i_enc, items)), u_tgt)
         mm = torch.zeros((), device=self.device)
         for proj, mask in self.features(self.graphs, self.device).values():
-            f_on, w = self.predictor(proj[items]), mask[items]  # (B, d), (B,)
-            mm = mm + bootstrap_loss(f_on, i_tgt, w) + bootstrap_loss(f_on, self._target(proj)[items], w)
+            f_on, w = self.predictor(rows(proj, items)), mask[items]  # (B, d), (B,)
+            mm = mm + bootstrap_loss(f_on, i_tgt, w) + bootstrap_loss(f_on, rows(self._target(proj), items), w)
         reg = (u_enc.norm() + i_enc.norm()) / self.n_items
         total = align + self.cl_weight * mm + self.reg_weight * reg
         return {"loss": total, "align": align, "mm": mm, "reg": reg}

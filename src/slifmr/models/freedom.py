@@ -9,7 +9,7 @@ from torch import Tensor
 
 from slifmr.graphs.adjacency import SparseOperator
 from slifmr.graphs.pruning import check_prune_ratio
-from slifmr.models.base import TOPK, RecModel
+from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.encoders.raw_features import RawFeatures, require_features
 from slifmr.models.losses import bpr_loss
 from slifmr.models.encoders.interaction import lightgcn_readout
@@ -114,9 +114,9 @@ class FREEDOM(RecModel):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         users, pos, neg = batch["users"], batch["pos"], batch["neg"]
         u_all, i_all = self.forward()
-        u = u_all[users]  # (B, d)
-        bpr = bpr_loss((u * i_all[pos]).sum(-1), (u * i_all[neg]).sum(-1))
+        u = rows(u_all, users)  # (B, d)
+        bpr = bpr_loss((u * rows(i_all, pos)).sum(-1), (u * rows(i_all, neg)).sum(-1))
         mm = torch.zeros((), device=self.device)
         for proj, mask in self.features(self.graphs, self.device).values():
-            mm = mm + masked_bpr((u * proj[pos]).sum(-1), (u * proj[neg]).sum(-1), mask[pos] & mask[neg])
+            mm = mm + masked_bpr((u * rows(proj, pos)).sum(-1), (u * rows(proj, neg)).sum(-1), mask[pos] & mask[neg])
         return {"loss": bpr + self.reg_weight * mm, "bpr": bpr, "mm": mm}

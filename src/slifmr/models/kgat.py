@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from slifmr.errors import DataError
 from slifmr.graphs.kg import KGStructure, SparsePattern, kg_propagate, kg_structure, segment_softmax
 from slifmr.graphs.kg_ops import collaborative_kg, head_index, relation_ptr, sample_kg_triples
-from slifmr.models.base import TOPK, RecModel
+from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.encoders.kg_attention import relation_scores
 from slifmr.models.losses import bpr_loss, l2_reg
 
@@ -200,7 +200,7 @@ class KGAT(RecModel):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """CF loss (Eq. 13): BPR on the concatenated representations + L2 on them."""
         users, items = self.embeddings()
-        u, p, n = users[batch["users"]], items[batch["pos"]], items[batch["neg"]]
+        u, p, n = rows(users, batch["users"]), rows(items, batch["pos"]), rows(items, batch["neg"])
         bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
         reg = l2_reg(u, p, n)
         return {"loss": bpr + self.reg_weight * reg, "bpr": bpr, "reg": reg}

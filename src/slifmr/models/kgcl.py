@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from slifmr.errors import DataError
 from slifmr.graphs.adjacency import bipartite_adjacency, sym_normalize
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
-from slifmr.models.base import TOPK, RecModel
+from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.encoders.interaction import propagate
 from slifmr.models.losses import bpr_loss, l2_reg
 
@@ -250,7 +250,8 @@ class KGCL(RecModel):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         u, p, n = batch["users"], batch["pos"], batch["neg"]
         users, items = self.embeddings()
-        bpr = bpr_loss((users[u] * items[p]).sum(-1), (users[u] * items[n]).sum(-1))
+        bu = rows(users, u)  # (B, d)
+        bpr = bpr_loss((bu * rows(items, p)).sum(-1), (bu * rows(items, n)).sum(-1))
         reg = l2_reg(self.user_emb(u), self.item_emb(p), self.item_emb(n))
         out = {"bpr": bpr, "reg": reg}
         total = bpr + self.reg_weight * reg
@@ -262,9 +263,9 @@ class KGCL(RecModel):
                 views = self.build_views(epoch)
             (u1, i1), (u2, i2) = (self.propagate(ui, self.item_kg_embedding(kg))
                                   for ui, kg in zip(views["ui"], views["kg"]))
-            u_all, i_all = (u2, i2) if self.cl_negatives == "all" else (u2[u], i2[p])
-            cl_user = info_nce(u1[u], u2[u], u_all, self.tau)
-            cl_item = info_nce(i1[p], i2[p], i_all, self.tau)
+            u_all, i_all = (u2, i2) if self.cl_negatives == "all" else (rows(u2, u), rows(i2, p))
+            cl_user = info_nce(rows(u1, u), rows(u2, u), u_all, self.tau)
+            cl_item = info_nce(rows(i1, p), rows(i2, p), i_all, self.tau)
             total = total + self.cl_weight * (cl_user + cl_item)
             out.update(cl_user=cl_user, cl_item=cl_item)
         out["loss"] = total

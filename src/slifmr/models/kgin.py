@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from slifmr.errors import DataError
 from slifmr.graphs.kg import SparsePattern, kg_propagate
 from slifmr.graphs.kg_ops import relational_aggregate
-from slifmr.models.base import TOPK, RecModel
+from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.losses import bpr_loss, l2_reg
 
 INDEPENDENCE = ("distance", "cosine")
@@ -180,7 +180,7 @@ class KGIN(RecModel):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """BPR + ``reg_weight`` L2 on the final batch embeddings + ``sim_regularity`` independence (Eq. 16)."""
         users, items = self.propagate()
-        u, p, n = users[batch["users"]], items[batch["pos"]], items[batch["neg"]]
+        u, p, n = rows(users, batch["users"]), rows(items, batch["pos"]), rows(items, batch["neg"])
         bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
         reg = l2_reg(u, p, n)
         ind = self.independence_loss()

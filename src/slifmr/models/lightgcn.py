@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from slifmr.models.base import TOPK, RecModel
+from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.encoders.interaction import lightgcn_readout
 from slifmr.models.losses import bpr_loss, l2_reg
 
@@ -27,7 +27,7 @@ class LightGCN(RecModel):
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         users, items = self.embeddings()
-        u, p, n = users[batch["users"]], items[batch["pos"]], items[batch["neg"]]
+        u, p, n = rows(users, batch["users"]), rows(items, batch["pos"]), rows(items, batch["neg"])
         bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
         reg = l2_reg(self.user_emb(batch["users"]), self.item_emb(batch["pos"]), self.item_emb(batch["neg"]))
         return {"loss": bpr + self.reg_weight * reg, "bpr": bpr, "reg": reg}

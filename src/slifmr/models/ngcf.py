@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slifmr.graphs.adjacency import SparseOperator
-from slifmr.models.base import TOPK, RecModel
+from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.losses import bpr_loss, l2_reg
 
 
@@ -115,7 +115,7 @@ class NGCF(RecModel):
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         users, items = self.embeddings()
-        u, p, n = users[batch["users"]], items[batch["pos"]], items[batch["neg"]]  # (B, d_final)
+        u, p, n = rows(users, batch["users"]), rows(items, batch["pos"]), rows(items, batch["neg"])  # (B, d_final)
         bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
         reg = l2_reg(u, p, n)
         return {"loss": bpr + self.reg_weight * reg, "bpr": bpr, "reg": reg}

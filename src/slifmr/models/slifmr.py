@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from slifmr.errors import DataError
 from slifmr.graphs.pruning import check_prune_ratio
-from slifmr.models.base import TOPK, RecModel
+from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.encoders.feature_graph import FeatureGraphEncoder
 from slifmr.models.encoders.interaction import READOUTS, lightgcn_readout
 from slifmr.models.encoders.kg_attention import KGAttentionEncoder
@@ -194,16 +194,17 @@ class SLIFMR(RecModel):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         u, p, n = batch["users"], batch["pos"], batch["neg"]
         bar_u, fused, views = self.forward()
-        bpr = bpr_loss((bar_u[u] * fused[p]).sum(-1), (bar_u[u] * fused[n]).sum(-1))
+        bu = rows(bar_u, u)  # (B, d)
+        bpr = bpr_loss((bu * rows(fused, p)).sum(-1), (bu * rows(fused, n)).sum(-1))
         reg = l2_reg(self.user_emb(u), self.item_emb(p), self.item_emb(n))
         out = {"bpr": bpr, "reg": reg}
         total = bpr + self.reg_weight * reg
         if self.cons["enabled"]:
             items = torch.unique(p)
-            target = fused[items]
-            inter = sum(inter_modal_loss(v[items], target, self.cons["tau"], self.cons["exclude_positive"])
+            target = rows(fused, items)
+            inter = sum(inter_modal_loss(rows(v, items), target, self.cons["tau"], self.cons["exclude_positive"])
                         for v in views)
-            intra = sum(uniformity_loss(v[items], self.cons["t"]) for v in views)
+            intra = sum(uniformity_loss(rows(v, items), self.cons["t"]) for v in views)
             ramp = self.consistency_ramp()
             total = total + ramp * (self.cons["beta"] * inter + self.cons["gamma"] * intra)
             out.update(inter=inter, intra=intra)
