@@ -10,10 +10,12 @@ between runs), with the self-loop refresh between the epochs.
 from __future__ import annotations
 
 import csv
+import importlib.resources
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,6 +72,14 @@ CUDA_NONDETERMINISTIC = {
 }
 
 
+def _nondeterministic_on_cpu(name: str, args, kwargs) -> bool:
+    """``x[index]``'s backward (and ``index_put_``): atomic adds of repeated rows across CPU threads."""
+    if name not in ("aten.index_put", "aten.index_put_", "aten._index_put_impl_", "aten.put_", "aten.put"):
+        return False
+    accumulate = args[3] if len(args) > 3 else kwargs.get("accumulate", False)
+    return bool(accumulate) and args[0].is_floating_point()
+
+
 def _raises_on_cuda(name: str, args, kwargs) -> bool:
     if name not in CUDA_NONDETERMINISTIC:
         return False
@@ -88,6 +98,8 @@ def _raises_on_cuda(name: str, args, kwargs) -> bool:
 
 
 class _OpAudit(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the ops that lack a deterministic kernel: on CUDA, or on the CPU at > 1 thread."""
+
     def __init__(self):
         super().__init__()
         self.bad: set[str] = set()
@@ -97,7 +109,7 @@ class _OpAudit(torch.utils._python_dispatch.TorchDispatchMode):
         kwargs = kwargs or {}
         self.n_ops += 1
         name = f"aten.{func._schema.name.split('::')[-1]}"
-        if _raises_on_cuda(name, args, kwargs):
+        if _raises_on_cuda(name, args, kwargs) or _nondeterministic_on_cpu(name, args, kwargs):
             self.bad.add(str(func))
         return func(*args, **kwargs)
 
@@ -112,6 +124,13 @@ def test_audit_flags_a_cuda_nondeterministic_op():
     with _OpAudit() as audit:
         torch.bincount(torch.tensor([0, 1, 1]), weights=torch.ones(3))
     assert audit.bad == {"aten.bincount.default"}
+    x = torch.rand(5, 2, requires_grad=True)
+    with _OpAudit() as audit:
+        x[torch.tensor([0, 0, 3])].sum().backward()
+    assert any("index_put" in op for op in audit.bad)
+    with _OpAudit() as audit:
+        x.index_select(0, torch.tensor([0, 0, 3])).sum().backward()
+    assert not audit.bad
 
 
 @pytest.fixture(scope="module")
@@ -126,14 +145,16 @@ def tiny_store(tmp_path_factory, shared_data):
     return dm
 
 
-ALL_MODELS = ("pop", "mf", "lightgcn", "ngcf", "bm3", "freedom", "kgat", "kgin", "kgcl", "slifmr")
+ALL_MODELS = sorted(Path(p.name).stem for p in (importlib.resources.files("slifmr.conf") / "model").iterdir()
+                    if p.name.endswith(".yaml"))
 
 
 @pytest.mark.parametrize("model_name", ALL_MODELS)
 def test_no_op_without_a_deterministic_cuda_kernel(tmp_path, tiny_store, model_name):
     """One training step (with its graphs built) and a ranking pass of every model run only ops
     that have a deterministic CUDA kernel, so trainer.deterministic=true does not raise on a GPU
-    (recorded on the CPU; the metrics' off-CPU path on the meta device)."""
+    (recorded on the CPU; the metrics' off-CPU path on the meta device), and no op that adds
+    repeated rows atomically on the CPU (what made 2-thread runs differ)."""
     import hydra
 
     from hydra_compose import make_cfg

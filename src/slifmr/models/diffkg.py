@@ -16,7 +16,7 @@ from slifmr.errors import DataError
 from slifmr.graphs.adjacency import SparseOperator
 from slifmr.graphs.generated import RowMatrix, normalized_bipartite_with_self_loops, topk_edges
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
-from slifmr.models.base import TOPK, RecModel
+from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.diffmm import lightgcn_sum
 from slifmr.models.encoders.diffusion import (Denoiser, DiffusionSchedule, diffusion_loss, epoch_row_chunks,
                                               p_sample)
@@ -285,11 +285,12 @@ class DiffKG(RecModel):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         users, pos, neg = batch["users"], batch["pos"], batch["neg"]
         u_den, i_den = self.forward(self.denoised_kg())
-        u = u_den[users]
-        bpr = bpr_loss((u * i_den[pos]).sum(-1), (u * i_den[neg]).sum(-1))
+        u = rows(u_den, users)
+        bpr = bpr_loss((u * rows(i_den, pos)).sum(-1), (u * rows(i_den, neg)).sum(-1))
         reg = sum(p.pow(2).sum() for p in (self.user_emb, self.entity_emb, self.rel_emb, self.rgat_w))
         u_kg, i_kg = self.forward(self.state()["sampled"])
-        cl = info_nce(i_kg[pos], i_den[pos], i_den, self.temp) + info_nce(u_kg[users], u, u_den, self.temp)
+        cl = (info_nce(rows(i_kg, pos), rows(i_den, pos), i_den, self.temp)
+              + info_nce(rows(u_kg, users), u, u_den, self.temp))
         diff = self.diffusion_step_loss()
         total = bpr + self.reg * reg + self.ssl_reg * cl + diff
         return {"loss": total, "bpr": bpr, "reg": reg, "cl": cl, "diffusion": diff}

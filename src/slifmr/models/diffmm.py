@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from slifmr.errors import DataError
 from slifmr.graphs.adjacency import SparseOperator
 from slifmr.graphs.generated import RowMatrix, drop_entries, normalized_bipartite_with_self_loops, topk_edges
-from slifmr.models.base import TOPK, RecModel
+from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.encoders.diffusion import (Denoiser, DiffusionSchedule, diffusion_loss, epoch_row_chunks,
                                               p_sample)
 from slifmr.models.encoders.raw_features import require_features
@@ -261,8 +261,8 @@ class DiffMM(RecModel):
                  if self.cl_mode == "modal_pairs" else [(main, v) for v in views.values()])
         total = torch.zeros((), device=main.device)
         for a, b in pairs:
-            total = total + info_nce(a[users], b[users], b[:n_u], self.temp) \
-                + info_nce(a[n_u:][items], b[n_u:][items], b[n_u:], self.temp)
+            total = total + info_nce(rows(a, users), rows(b, users), b[:n_u], self.temp) \
+                + info_nce(rows(a[n_u:], items), rows(b[n_u:], items), b[n_u:], self.temp)
         return total
 
     def diffusion_step_loss(self, feats: dict[str, Tensor]) -> Tensor:
@@ -284,8 +284,8 @@ class DiffMM(RecModel):
         users, pos, neg = batch["users"], batch["pos"], batch["neg"]
         feats = self.modal_features()
         u_all, i_all = self.forward(feats)
-        u = u_all[users]
-        bpr = bpr_loss((u * i_all[pos]).sum(-1), (u * i_all[neg]).sum(-1))
+        u = rows(u_all, users)
+        bpr = bpr_loss((u * rows(i_all, pos)).sum(-1), (u * rows(i_all, neg)).sum(-1))
         reg = self.user_emb.weight.pow(2).sum() + self.item_emb.weight.pow(2).sum()
         main = torch.cat([u_all, i_all])
         cl = self.contrast(main, self.modal_views(feats), users, pos)

@@ -193,7 +193,7 @@ class KGCL(RecModel):
         tail_part = (xe @ w_b.T) @ rel.T  # (N, R)
         n_rel = rel.shape[0]
         score = (head_part.reshape(-1).index_select(0, h * n_rel + r)
-                 + tail_part.reshape(-1).index_select(0, t * n_rel + r) + (rel @ self.att_fc.bias)[r])
+                 + tail_part.reshape(-1).index_select(0, t * n_rel + r) + (rel @ self.att_fc.bias).index_select(0, r))
         att = self.gat_dropout(segment_softmax(F.leaky_relu(score, LEAKY_SLOPE), h, self.n_items))
         agg = kg_propagate(h, t, att, xe, self.n_items, pattern=pattern)  # (I, d)
         return self.gat_dropout(agg + xi)

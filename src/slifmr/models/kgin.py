@@ -35,7 +35,7 @@ def distance_correlation_loss(z: Tensor) -> Tensor:
     diag = dcov.diagonal()
     dcor = dcov / (diag.unsqueeze(1) * diag.unsqueeze(0) + 1e-8).sqrt()
     iu = torch.triu_indices(n_f, n_f, offset=1, device=z.device)
-    return dcor[iu[0], iu[1]].sum()
+    return dcor.flatten().index_select(0, iu[0] * n_f + iu[1]).sum()  # index_select: see models.base.rows
 
 
 def cosine_independence_loss(z: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from slifmr.errors import DataError
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
 from slifmr.graphs.kg_ops import (edge_trilinear, interaction_entries, relational_aggregate,
                                   weighted_relational_aggregate)
-from slifmr.models.base import TOPK, RecModel
+from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.losses import bpr_loss, l2_reg
 
 
@@ -59,7 +59,7 @@ def mask_top_rationale(noisy_scores: Tensor, n_mask: int) -> tuple[Tensor, Tenso
 def masked_reconstruction_loss(ent: Tensor, rel_emb: Tensor, heads: Tensor, tails: Tensor, rels: Tensor) -> Tensor:
     """Mean over masked triples of ``-log sigmoid(e_h . (e_t ⊙ e_r))`` (paper Eq. 6, official
     ``create_mae_loss``) on the encoder's output entities ``ent`` (N, d)."""
-    score = (ent[heads] * ent[tails] * rel_emb[rels]).sum(-1)
+    score = (rows(ent, heads) * rows(ent, tails) * rows(rel_emb, rels)).sum(-1)
     return F.softplus(-score).mean()
 
 
@@ -69,8 +69,8 @@ def kgrec_contrast(z1: Tensor, z2: Tensor, tau: float, perm: Tensor) -> Tensor:
     one shuffled negative per row and direction (z1, z2 already projected)."""
     a, b = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
     pos = (a * b).sum(1) / tau
-    neg1 = (a * b[perm]).sum(1) / tau
-    neg2 = (b * a[perm]).sum(1) / tau
+    neg1 = (a * rows(b, perm)).sum(1) / tau
+    neg2 = (b * rows(a, perm)).sum(1) / tau
     denom = torch.logsumexp(torch.stack([pos + math.log(2.0), neg1, neg2]), dim=0)
     return (denom - pos).mean()
 
@@ -280,7 +280,7 @@ class KGRec(RecModel):
             masked, masked_idx = mask_top_rationale(noisy, self.mae_msize)
 
         users, ent = self.encode(heads, tails, rels, vals, edge_mask=masked)
-        u, p, n_ = users[batch["users"]], ent[batch["pos"]], ent[batch["neg"]]
+        u, p, n_ = rows(users, batch["users"]), rows(ent, batch["pos"]), rows(ent, batch["neg"])
         bpr = bpr_loss((u * p).sum(-1), (u * n_).sum(-1))
         reg = l2_reg(u, p, n_)
         total = bpr + self.reg_weight * reg
