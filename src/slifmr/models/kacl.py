@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from slifmr.errors import DataError
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
 from slifmr.graphs.kg_ops import head_index, sample_kg_triples
-from slifmr.models.base import TOPK, RecModel
+from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.losses import bpr_loss, l2_reg
 
 GATE_BIAS = 1e-4  # DropLearner: eps ~ U(bias, 1 - bias), "if bias is 0, we run into problems"
@@ -261,7 +261,7 @@ class KACL(RecModel):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         cf, cl, kg = self.views(gated=self.training)
         users, items = self.combine(cf, cl, kg)
-        u, p, n = users[batch["users"]], items[batch["pos"]], items[batch["neg"]]
+        u, p, n = rows(users, batch["users"]), rows(items, batch["pos"]), rows(items, batch["neg"])
         bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
         reg = l2_reg(u, p, n)
         total = bpr + self.reg_weight * reg
