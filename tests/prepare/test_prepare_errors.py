@@ -53,9 +53,13 @@ def test_metadata_and_feature_table_errors(tmp_path):
     np.save(tmp_path / "short.npy", np.ones((2, 3), np.float32))
     with pytest.raises(DataError, match=r"short.npy.*2 rows but the dataset has 4 items"):
         run("kgat", src, tmp_path / "o4", features={"v": str(tmp_path / "short.npy")})
-    with pytest.raises(DataError, match="already in the source"):
+    with pytest.raises(DataError, match=r"already in the source \(its image_feat.npy is picked up by itself\).*image2"):
         run("kgat", src, tmp_path / "o5", features={"image": str(tmp_path / "short.npy")})
     assert not any((tmp_path / f"o{k}").exists() for k in range(1, 6))
+    # the source's own image_feat.npy named again: picked up once, as without the flag
+    run("kgat", src, tmp_path / "o6", features={"image": str(src / "image_feat.npy")})
+    run("kgat", src, tmp_path / "o7")
+    assert (np.load(tmp_path / "o6" / "image_feat.npy") == np.load(tmp_path / "o7" / "image_feat.npy")).all()
 
 
 def test_mask_file_errors(tmp_path):

@@ -59,7 +59,8 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("features")
     g.add_argument("--feature", action="append", default=[], metavar="NAME=FILE",
                    help="precomputed feature: .npy (row i = source item i), .csv/.tsv keyed by item id, "
-                   "or an Amazon image-feature .b file; repeatable")
+                   "or an Amazon image-feature .b file; repeatable. The source's own <name>_feat.npy files "
+                   "are picked up by themselves (naming one here again is allowed and changes nothing)")
     g.add_argument("--item-meta", help="item metadata CSV/TSV keyed by item id (text for the text encoder)")
     g.add_argument("--meta-id-col", help="item id column of --item-meta (default: recognised by name)")
     g.add_argument("--text-columns", help="comma-separated metadata columns joined into each item's text")

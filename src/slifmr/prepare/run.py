@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,8 @@ class PrepareResult:
     mismatch: str | None = None
 
 
+log = logging.getLogger(__name__)
+
 def prepare(req: PrepareRequest) -> PrepareResult:
     """Prepare one dataset; raises DataError (naming file/line) on bad input, writes nothing then."""
     if req.layout not in LAYOUTS:
@@ -85,7 +88,12 @@ def prepare(req: PrepareRequest) -> PrepareResult:
     for fname, fpath in req.features.items():
         check_name(fname)
         if fname in raw.features:
-            raise DataError(f"feature '{fname}' is already in the source; pick another name", fpath)
+            read = {Path(f).expanduser().resolve() for f in source_files}
+            if Path(fpath).expanduser().resolve() in read:  # the source's own file, picked up already
+                log.info("--feature %s=%s: the source's own file, already read", fname, fpath)
+                continue
+            raise DataError(f"feature '{fname}' is already in the source (its {fname}_feat.npy is picked up "
+                            f"by itself); give this one another name, e.g. --feature {fname}2=...", fpath)
         kf = load_feature_file(fpath, raw.item_ids.astype(str), fname)
         raw.features[fname], raw.feature_masks[fname] = kf.matrix, kf.mask
         origins[fname] = f"precomputed {Path(fpath).name}" + (f" ({kf.unknown_ids} rows for unknown items)" if kf.unknown_ids else "")
