@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from slifmr.datasets import embedded_path
 
@@ -87,6 +88,37 @@ def cache_dir(data_dir: str) -> str:
     if env:
         return str(Path(env).expanduser())
     return str(Path(str(data_dir)).expanduser().resolve().parent / ".cache" / "slifmr")
+
+
+def upgrade_config(cfg: DictConfig) -> DictConfig:
+    """A copy of a run config in today's layout, for runs recorded before SLIF-MR's knobs moved under
+    its model (issue 11): the top-level ``consistency`` / ``self_loop`` blocks go into ``model`` (SLIF-MR)
+    or away, ``dataset.knn_k`` / ``dataset.prune_ratio`` become ``model.knn_k`` / the ratio of a
+    null ``model.prune_ratio``, the self-loop callback keeps only its own ``chunk_size``.
+    A config already in today's layout comes back equal."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        model = cfg.get("model")
+        slif = model is not None and str(model.get("_target_", "")).endswith(".SLIFMR")
+        for key in ("consistency", "self_loop"):
+            if key not in cfg:
+                continue
+            block = OmegaConf.to_container(cfg[key], resolve=False)
+            del cfg[key]
+            if slif and (key not in model or OmegaConf.is_interpolation(model, key)):
+                model[key] = block
+        dataset = cfg.get("dataset")
+        if dataset is not None:
+            knn_k, ratio = dataset.pop("knn_k", None), dataset.pop("prune_ratio", None)
+            if slif and knn_k is not None and "knn_k" not in model:
+                model.knn_k = knn_k
+            if slif and "prune_ratio" in model and model.prune_ratio is None:
+                model.prune_ratio = ratio or 0.0
+        callback = (cfg.get("callbacks") or {}).get("self_loop")
+        if callback is not None:
+            for key in [k for k in callback if k not in ("_target_", "chunk_size")]:
+                del callback[key]
+    return cfg
 
 
 def register_resolvers() -> None:

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from slifmr.config import upgrade_config
 from slifmr.errors import DataError
 
 CHECKPOINT = Path("checkpoints") / "best.ckpt"
@@ -39,10 +40,10 @@ def _run_config(run_dir: Path) -> DictConfig:
     if record.is_file():
         cfg = json.loads(record.read_text()).get("config")
         if cfg:
-            return OmegaConf.create(cfg)
+            return upgrade_config(OmegaConf.create(cfg))
     saved = run_dir / ".hydra" / "config.yaml"
     if saved.is_file():
-        return OmegaConf.load(saved)
+        return upgrade_config(OmegaConf.load(saved))
     raise FileNotFoundError(f"{run_dir} is not a run directory: it has neither record.json nor .hydra/config.yaml")
 
 
