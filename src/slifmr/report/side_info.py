@@ -84,6 +84,11 @@ def _fmt(x: float, digits: int = 3) -> str:
     return "" if x is None or math.isnan(x) else f"{x:.{digits}f}"
 
 
+def _pair(a: float, b: float, form: str) -> str:
+    """Two numbers in one cell, or an empty cell when the first is missing."""
+    return "" if math.isnan(a) else form.format(_fmt(a, 2), _fmt(b, 2))
+
+
 def side_info_markdown(records: list[dict[str, Any]], test: str = "auto") -> str:
     """The study's Markdown: results per arm, SLIF-MR vs LightGCN and the ablations' costs (with
     the issue's targets checked), and SLIF-MR's diagnostics per family member."""
@@ -160,10 +165,10 @@ def side_info_markdown(records: list[dict[str, Any]], test: str = "auto") -> str
                                                         for ds, _, _ in cols]
         for v in VIEWS:
             lines[f"fusion weight, {v}"] = [
-                f"{_fmt(_mean_val(recs.get(ds, []), f'fusion_weight/{v}'), 2)} "
-                f"({_fmt(_mean_val(recs.get(ds, []), f'fusion_weight_std/{v}'), 2)})" for ds, _, _ in cols]
+                _pair(_mean_val(recs.get(ds, []), f"fusion_weight/{v}"),
+                      _mean_val(recs.get(ds, []), f"fusion_weight_std/{v}"), "{} ({})") for ds, _, _ in cols]
         shares = [_g_share(recs.get(ds, [])) for ds, _, _ in cols]
-        lines["share of G in A, first / last refresh"] = [f"{_fmt(a, 2)} / {_fmt(b, 2)}" for a, b in shares]
+        lines["share of G in A, first / last refresh"] = [_pair(a, b, "{} / {}") for a, b in shares]
         for name, cells in lines.items():
             out.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
