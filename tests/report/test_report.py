@@ -12,7 +12,7 @@ import pytest
 
 from slifmr.report import ReportError, load_records
 from slifmr.report.cli import main, report
-from slifmr.report.significance import betainc, paired_t_test
+from slifmr.report.significance import paired_t_test
 from synthetic_records import make_record
 
 N_USERS = 30
@@ -75,7 +75,6 @@ def test_table_mean_std_imp_and_p(toy):
 def test_direct_t_test_matches_scipy(toy):
     tmp, pu = toy
     scipy_stats = pytest.importorskip("scipy.stats")
-    special = pytest.importorskip("scipy.special")
     res = report([tmp / "runs"], tmp / "out", metrics=["recall@20"], test="ttest", plot="none")
     c = res["comparisons"][0]
     a = (pu[("slifmr", 1)]["recall@20"] + pu[("slifmr", 2)]["recall@20"]) / 2
@@ -86,8 +85,7 @@ def test_direct_t_test_matches_scipy(toy):
     for _ in range(20):
         x, y = rng.standard_normal(12), rng.standard_normal(12) + 0.3
         assert paired_t_test(x, y)[1] == pytest.approx(scipy_stats.ttest_rel(x, y).pvalue, rel=1e-9)
-    for a_, b_, x_ in ((0.5, 0.5, 0.3), (7.5, 0.5, 0.9), (120.0, 0.5, 0.99), (2.0, 3.0, 0.7)):
-        assert betainc(a_, b_, x_) == pytest.approx(special.betainc(a_, b_, x_), rel=1e-10)
+    assert paired_t_test(np.ones(5), np.ones(5))[1] == 1.0 and paired_t_test(np.ones(5) + 1, np.ones(5))[1] == 0.0
 
 
 def test_without_scipy_the_t_test_is_used(toy, monkeypatch):

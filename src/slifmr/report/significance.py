@@ -3,8 +3,7 @@
 Seeds are pooled by averaging each user's value over the seeds of a row (the test split is
 fixed by ``dataset.split_seed``, so the same users are tested in every seed); users are then
 paired by id. The test is the Wilcoxon signed-rank test (two-sided, zero differences dropped)
-when scipy is available, else a paired t-test computed here (Student t tail via the
-regularised incomplete beta function), so a report never needs scipy.
+or, on request (``--test ttest``), scipy's paired t-test.
 """
 
 from __future__ import annotations
@@ -52,57 +51,21 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[np.ndarray, np.nda
 
 
 # -- the tests ------------------------------------------------------------------------------------------
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 10_000):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < eps:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
 def paired_t_test(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(t, two-sided p) of the paired t-test of x - y, as scipy.stats.ttest_rel."""
-    d = np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64)
-    n = len(d)
-    if n < 2:
+    """(t, two-sided p) of the paired t-test of x - y: ``scipy.stats.ttest_rel``, with the two
+    cases it answers with NaN made explicit (fewer than 2 pairs: NaN; no spread: p = 1 when
+    every difference is 0, else 0)."""
+    from scipy.stats import ttest_rel
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    d = x - y
+    if len(d) < 2:
         return math.nan, math.nan
-    mean, sd = float(d.mean()), float(d.std(ddof=1))
-    if sd == 0.0:
+    if float(d.std(ddof=1)) == 0.0:
+        mean = float(d.mean())
         return (math.nan, 1.0) if mean == 0.0 else (math.copysign(math.inf, mean), 0.0)
-    t = mean / (sd / math.sqrt(n))
-    df = n - 1
-    return t, betainc(df / 2.0, 0.5, df / (df + t * t))
+    res = ttest_rel(x, y)
+    return float(res.statistic), float(res.pvalue)
 
 
 def wilcoxon(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
