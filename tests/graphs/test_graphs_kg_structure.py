@@ -9,7 +9,7 @@ import pickle
 import pytest
 import torch
 
-from slifmr.graphs.kg import KGEdges, SparsePattern, kg_propagate, kg_structure
+from slifmr.graphs.kg import KGEdges, SegmentPlan, SparsePattern, kg_propagate, kg_structure
 
 
 def random_edges(g: torch.Generator, n_rows: int, n_cols: int, e: int):
@@ -93,25 +93,55 @@ def test_kg_propagate_pattern_gradcheck_and_mismatch():
         kg_propagate(heads[:-1], tails[:-1], w[:-1], x, 5, pattern=pattern)
 
 
-def test_kg_structure_blocks_and_validation():
+def test_kg_structure_pairs_and_validation():
     g = torch.Generator().manual_seed(8)
     n, e = 15, 60
     heads, tails = random_edges(g, n, n, e)
     ptr = torch.tensor([0, 25, 25, 60])  # relation 1 is empty
+    rel = torch.tensor([0] * 25 + [2] * 35)
     st = kg_structure(heads, tails, ptr, n)
-    assert st.n_edges == e and st.rel_ptr == (0, 25, 25, 60)
-    assert [b.relation for b in st.relations] == [0, 2]
-    for b in st.relations:
-        h, t = heads[b.start : b.end], tails[b.start : b.end]
-        assert b.heads.tolist() == sorted(set(h.tolist())) and b.tails.tolist() == sorted(set(t.tolist()))
-        p = b.pattern
-        rows, cols = torch.searchsorted(b.heads, h), torch.searchsorted(b.tails, t)
-        dense = torch.zeros(p.shape).index_put_((rows, cols), torch.ones(len(h)), accumulate=True)
-        torch.testing.assert_close(p.mm(p.entry_values(torch.ones(len(h))), torch.eye(p.shape[1])), dense)
+    assert st.n_edges == e and st.n_relations == 3
+    pr = st.pairs
+    # the distinct (relation, head) / (relation, tail) pairs, sorted
+    hp = sorted(set(zip(rel.tolist(), heads.tolist())))
+    tp = sorted(set(zip(rel.tolist(), tails.tolist())))
+    assert pr.head_node.tolist() == [h for _, h in hp] and pr.tail_node.tolist() == [t for _, t in tp]
+    # the pattern holds each edge at (its head pair, its tail pair), repeats summed
+    rows = torch.tensor([hp.index(k) for k in zip(rel.tolist(), heads.tolist())])
+    cols = torch.tensor([tp.index(k) for k in zip(rel.tolist(), tails.tolist())])
+    p = pr.pattern
+    dense = torch.zeros(p.shape).index_put_((rows, cols), torch.ones(e), accumulate=True)
+    torch.testing.assert_close(p.mm(p.entry_values(torch.ones(e)), torch.eye(p.shape[1])), dense)
     with pytest.raises(ValueError):
         kg_structure(heads, tails, torch.tensor([0, 30, 20, 60]), n)
     with pytest.raises(ValueError):
         kg_structure(heads, tails, ptr, n - 5)
+
+
+@pytest.mark.parametrize("tile", [1, 3, 256])
+def test_segment_plan_matmul_equals_per_row_products(tile):
+    """All relations' products in one tiled bmm equal W_r x_i row by row, values and gradients,
+    with an empty relation and relations spanning several tiles."""
+    g = torch.Generator().manual_seed(tile)
+    n_rel, n, d, k = 4, 12, 5, 3
+    rel = torch.sort(torch.tensor([0] * 7 + [2] * 4 + [3] * 1)).values  # relation 1 empty
+    src = torch.randint(0, n, (rel.numel(),), generator=g)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(n_rel, k, d, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(n_rel, k, generator=g, dtype=torch.float64, requires_grad=True)
+    plan = SegmentPlan.build(src, rel, n_rel, tile)
+    got = plan.matmul(x, w, transpose=False, bias=b)
+    ref = torch.stack([w[r] @ x[i] + b[r] for i, r in zip(src.tolist(), rel.tolist())])
+    torch.testing.assert_close(got, ref)
+    y = torch.randn(rel.numel(), k, generator=g, dtype=torch.float64, requires_grad=True)
+    got_t = plan.matmul(y, w, transpose=True)  # rows index y by position: src picks y's rows
+    ref_t = torch.stack([w[r].T @ y[i] for i, r in zip(src.tolist(), rel.tolist())])
+    torch.testing.assert_close(got_t, ref_t)
+    gout = torch.randn_like(ref, dtype=torch.float64)
+    grads = [torch.autograd.grad((o * gout).sum(), (x, w, b)) for o in (got, ref)]
+    for a, c in zip(*grads):
+        torch.testing.assert_close(a, c)
+    assert torch.autograd.gradcheck(lambda x_, w_: plan.matmul(x_, w_, transpose=False), (x, w))
 
 
 def test_kg_edges_is_a_named_tuple_and_survives_copies():
@@ -123,4 +153,4 @@ def test_kg_edges_is_a_named_tuple_and_survives_copies():
     assert kg.heads is heads and kg.tails is tails and kg.ptr is ptr
     for other in (copy.deepcopy(kg), pickle.loads(pickle.dumps(kg))):
         assert all(torch.equal(a, b) for a, b in zip(other[:3], kg[:3]))
-        assert other.structure.n_edges == 3 and len(other.structure.relations) == 2
+        assert other.structure.n_edges == 3 and other.structure.pairs.n_head_pairs == 2

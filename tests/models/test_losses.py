@@ -126,3 +126,15 @@ def test_l2_reg_convention() -> None:
     a = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     b = torch.tensor([[2.0], [0.0]])
     assert l2_reg(a, b).item() == pytest.approx(8.5)
+
+
+def test_consistency_losses_of_stacked_views_equal_one_view_at_a_time():
+    """SLIF-MR scores all views in one pass ((V, B, d)); each value is the single view's loss."""
+    g = torch.Generator().manual_seed(3)
+    views = torch.randn(3, 9, 5, generator=g)
+    fused = torch.randn(9, 5, generator=g)
+    for exclude in (True, False):
+        got = inter_modal_loss(views, fused, 0.3, exclude)
+        ref = torch.stack([inter_modal_loss(v, fused, 0.3, exclude) for v in views])
+        torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(uniformity_loss(views, 2.0), torch.stack([uniformity_loss(v, 2.0) for v in views]))

@@ -118,9 +118,18 @@ def to_csr(adj: Tensor) -> Tensor:
     backward with a CSR operand is slower than COO's (see the module docstring): for
     training, use :func:`csr_pair` + :func:`csr_mm`, or plain COO.
     """
-    if adj.layout == torch.sparse_csr:
-        return adj
-    return adj.coalesce().to_sparse_csr()
+    csr = adj if adj.layout == torch.sparse_csr else adj.coalesce().to_sparse_csr()
+    return csr_int32(csr)
+
+
+def csr_int32(csr: Tensor) -> Tensor:
+    """The CSR tensor with int32 row offsets and columns (when nnz fits): the CPU's sparse kernels
+    (MKL) and cuSPARSE work on int32, so int64 indices are converted on *every* product (two copies
+    of the index arrays, 6 ATen calls); converted once here instead. Same values, same result."""
+    crow, col = csr.crow_indices(), csr.col_indices()
+    if crow.dtype == torch.int32 or col.numel() >= 2**31 - 1:
+        return csr
+    return torch.sparse_csr_tensor(crow.int(), col.int(), csr.values(), csr.shape, check_invariants=False)
 
 
 def csr_pair(adj: Tensor) -> tuple[Tensor, Tensor]:

@@ -7,8 +7,8 @@ CSR sparse matmul with the weights detached, and the backward computes ``grad_x 
 (one CSR matmul with a precomputed transpose) and ``grad_w[e] = grad[h_e] . x[t_e]`` (one
 sampled dense-dense product on A's pattern), so no |E| x d tensor is ever built.
 
-The pattern work (sorting edges, CSR offsets of A and A^T, the per-relation distinct heads the
-attention scores are computed on) depends only on the edge list, so it is done once per graph
+The pattern work (sorting edges, CSR offsets of A and A^T, the distinct (relation, node) pairs and
+tile plans the attention scores are computed on, :class:`RelationPairs`) depends only on the edge list, so it is done once per graph
 version: :func:`kg_structure` -> :class:`KGStructure`, cached by the graph store next to the
 edges (:class:`KGEdges`). Each call then only gathers the new values into place.
 
@@ -127,12 +127,12 @@ class SparsePattern:
         t_r, t_col = t_key // n_rows, t_key % n_rows
         t_crow = torch.zeros(n_cols + 1, dtype=torch.long, device=rows.device)
         t_crow[1:] = torch.cumsum(torch.bincount(t_r, minlength=n_cols), 0)
+        if ec.numel() < 2**31 - 1:  # int32 offsets/columns: no index conversion per product (adjacency.csr_int32)
+            crow, ec, t_crow, t_col = crow.int(), ec.int(), t_crow.int(), t_col.int()
         return SparsePattern((n_rows, n_cols), n_items, crow, ec, inv, perm, t_crow, t_col, t_perm)
 
     def to(self, device: torch.device | str) -> "SparsePattern":
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in moved.items()}
-        return SparsePattern(**moved)
+        return _tensor_fields_to(self, device)
 
     def entry_values(self, w: Tensor) -> Tensor:
         """(n_items,) item values -> (nnz,) entry values (repeated items summed)."""
@@ -162,39 +162,139 @@ class SparsePattern:
         return torch.sparse.sampled_addmm(pattern, a, b.T, beta=0.0).values()
 
 
+def _tensor_fields_to(obj, device):
+    """A copy of a frozen dataclass with every tensor (or movable) field moved to ``device``."""
+    movable = (Tensor, SparsePattern, SegmentPlan)
+    return type(obj)(**{f.name: (v.to(device) if isinstance(v, movable) else v)
+                        for f in fields(obj) for v in [getattr(obj, f.name)]})
+
+
 @dataclass(frozen=True, eq=False)
-class RelationBlock:
-    """The edges ``start:end`` of one relation as a (distinct heads) x (distinct tails) pattern."""
+class SegmentPlan:
+    """Rows grouped by relation, laid out in tiles of ``tile`` rows of one relation each, so that
+    ``y_i = W_{rel_i} x_i`` for all rows of all relations is one batched matmul (``torch.bmm``
+    over (n_tiles, tile, d) with each tile's W gathered) instead of a loop over relations.
+    Padding is at most ``tile - 1`` rows per relation; the rows' order is kept."""
 
-    relation: int
-    start: int
-    end: int
-    heads: Tensor  # (n_h,) distinct heads of the relation, sorted
-    tails: Tensor  # (n_t,) distinct tails of the relation, sorted
-    pattern: SparsePattern  # (n_h, n_t): rows index ``heads``, cols ``tails``; items: edges start:end
+    n_rows: int
+    tile: int
+    gather: Tensor  # (n_tiles * tile,) source row of each padded slot (padding: row 0)
+    tile_rel: Tensor  # (n_tiles,) relation of each tile
+    slot: Tensor  # (n_rows,) padded slot of each row
 
-    def to(self, device: torch.device | str) -> "RelationBlock":
-        return RelationBlock(self.relation, self.start, self.end, self.heads.to(device), self.tails.to(device),
-                             self.pattern.to(device))
+    @staticmethod
+    def build(src: Tensor, rel: Tensor, n_relations: int, tile: int = 256) -> "SegmentPlan":
+        """Rows ``src`` (source row index per row), ``rel`` their relations, sorted by relation."""
+        n = src.numel()
+        dev = src.device
+        counts = torch.bincount(rel, minlength=n_relations)  # (R,)
+        tiles = (counts + tile - 1) // tile
+        tile_rel = torch.repeat_interleave(torch.arange(n_relations, device=dev), tiles)
+        first_tile = torch.cumsum(tiles, 0) - tiles  # (R,)
+        first_row = torch.cumsum(counts, 0) - counts
+        slot = first_tile[rel] * tile + (torch.arange(n, device=dev) - first_row[rel])
+        gather = torch.zeros(tile_rel.numel() * tile, dtype=torch.long, device=dev)
+        gather[slot] = src
+        return SegmentPlan(n, tile, gather, tile_rel, slot)
+
+    def to(self, device: torch.device | str) -> "SegmentPlan":
+        return _tensor_fields_to(self, device)
+
+    def matmul(self, x: Tensor, w: Tensor, transpose: bool, bias: Tensor | None = None) -> Tensor:
+        """(n_rows, k_out): row i is ``W_r x[src_i]`` (``transpose``: ``W_r^T x``) + ``bias_r``.
+
+        x: (N, k_in); w: (R, k_out, k_in), or (R, k_in, k_out) with ``transpose``; bias: (R, k_out).
+        Differentiable in x, w and bias (autograd: gathers, one bmm)."""
+        if self.n_rows == 0:
+            return x.new_zeros(0, w.shape[2] if transpose else w.shape[1])
+        xp = x.index_select(0, self.gather).view(-1, self.tile, x.shape[1])  # (n_tiles, tile, k_in)
+        wt = w.index_select(0, self.tile_rel)  # (n_tiles, k_out, k_in) or (n_tiles, k_in, k_out)
+        wt = wt if transpose else wt.transpose(1, 2)  # (n_tiles, k_in, k_out)
+        if bias is None:
+            y = torch.bmm(xp, wt)
+        else:
+            y = torch.baddbmm(bias.index_select(0, self.tile_rel).unsqueeze(1), xp, wt)
+        return y.reshape(-1, y.shape[2]).index_select(0, self.slot)
+
+
+@dataclass(frozen=True, eq=False)
+class RelationPairs:
+    """The attention score's layout over all relations at once (Eq. 11,
+    ``(W_r x_t) . tanh(W_r x_h + e_r)``): the distinct (relation, head) and (relation, tail)
+    pairs, the edges as a (head pairs x tail pairs) pattern (block-diagonal by relation), and
+    the segment plans of the projections.
+
+    Per relation the cheaper side is projected: with fewer distinct tails than heads the tails
+    (``B = W_r x_t``, score ``a(h) . B(t)``), else W_r is folded into the head side
+    (``u = W_r^T a(h)``, score ``u(h) . x_t``), as the previous per-relation loop chose."""
+
+    n_head_pairs: int
+    n_tail_pairs: int
+    head_node: Tensor  # (n_hp,) entity of each (relation, head) pair, sorted by (relation, head)
+    tail_node: Tensor  # (n_tp,)
+    pattern: SparsePattern  # (n_hp, n_tp); items: the edges
+    fold: bool  # some relation folds W into the head side (only when k == d)
+    plan_head: SegmentPlan  # all head pairs: pre = W_r x_h + e_r
+    plan_tail: SegmentPlan  # tail pairs of projecting relations: B = W_r x_t
+    plan_fold: SegmentPlan  # head pairs of folding relations (rows of a): u = W_r^T a
+    left_index: Tensor  # (n_hp,) row of cat([a, u]) each head pair scores with
+    right_index: Tensor  # (n_tp,) row of cat([B, x]) each tail pair scores with
+
+    def to(self, device: torch.device | str) -> "RelationPairs":
+        return _tensor_fields_to(self, device)
+
+
+def _distinct_pairs(rel: Tensor, node: Tensor, n_nodes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(pair relation, pair node, pair index of each input) of the distinct (rel, node) pairs,
+    sorted by (relation, node)."""
+    key, inverse = torch.unique(rel * n_nodes + node, return_inverse=True)
+    return key // n_nodes, key % n_nodes, inverse
+
+
+def relation_pairs(heads: Tensor, tails: Tensor, rel: Tensor, n_relations: int, n_nodes: int,
+                   can_fold: bool = True, tile: int = 256) -> RelationPairs:
+    """:class:`RelationPairs` of edges ``(heads, rel, tails)`` (any order); tails index rows of
+    an (n_nodes, d) matrix. ``can_fold=False``: always project the tails (W_r not square)."""
+    h_rel, h_node, h_of_edge = _distinct_pairs(rel, heads, n_nodes)
+    t_rel, t_node, t_of_edge = _distinct_pairs(rel, tails, n_nodes)
+    n_hp, n_tp = h_node.numel(), t_node.numel()
+    pattern = SparsePattern.build(h_of_edge, t_of_edge, (n_hp, n_tp))
+    n_h = torch.bincount(h_rel, minlength=n_relations)
+    n_t = torch.bincount(t_rel, minlength=n_relations)
+    fold_rel = (n_t >= n_h) & can_fold  # (R,) fold W into the head side
+    h_fold, t_fold = fold_rel[h_rel], fold_rel[t_rel]
+    fold_rows = torch.nonzero(h_fold).squeeze(1)  # head pairs (rows of a) that fold
+    proj_rows = torch.nonzero(~t_fold).squeeze(1)  # tail pairs whose tails are projected
+    left_index = torch.arange(n_hp, device=heads.device)
+    left_index[fold_rows] = n_hp + torch.arange(fold_rows.numel(), device=heads.device)
+    right_index = torch.empty(n_tp, dtype=torch.long, device=heads.device)
+    right_index[proj_rows] = torch.arange(proj_rows.numel(), device=heads.device)
+    folded = torch.nonzero(t_fold).squeeze(1)
+    right_index[folded] = proj_rows.numel() + t_node[folded]
+    return RelationPairs(
+        n_hp, n_tp, h_node, t_node, pattern, bool(fold_rows.numel()),
+        SegmentPlan.build(h_node, h_rel, n_relations, tile),
+        SegmentPlan.build(t_node[proj_rows], t_rel[proj_rows], n_relations, tile),
+        SegmentPlan.build(fold_rows, h_rel[fold_rows], n_relations, tile),
+        left_index, right_index)
 
 
 @dataclass(frozen=True, eq=False)
 class KGStructure:
     """Everything about a KG edge list that does not change between steps (built once per graph
     version, see :func:`kg_structure`): the propagation matrix pattern (rows = heads, cols =
-    tails) and, per relation, the distinct heads and tails and the (head, tail) pattern the
-    attention scores are computed on."""
+    tails) and the all-relations layout the attention scores are computed on."""
 
     n_entities: int  # rows (head range)
     n_cols: int  # columns (tail range): rows of the entity matrix
     n_edges: int
-    rel_ptr: tuple[int, ...]
+    n_relations: int
     adjacency: SparsePattern
-    relations: tuple[RelationBlock, ...]  # non-empty relations only
+    pairs: RelationPairs
 
     def to(self, device: torch.device | str) -> "KGStructure":
-        return KGStructure(self.n_entities, self.n_cols, self.n_edges, self.rel_ptr,
-                           self.adjacency.to(device), tuple(b.to(device) for b in self.relations))
+        return KGStructure(self.n_entities, self.n_cols, self.n_edges, self.n_relations,
+                           self.adjacency.to(device), self.pairs.to(device))
 
 
 def _check_edges(heads: Tensor, tails: Tensor, n_entities: int, n_cols: int) -> None:
@@ -207,31 +307,31 @@ def _check_edges(heads: Tensor, tails: Tensor, n_entities: int, n_cols: int) -> 
 
 
 def kg_structure(heads: Tensor, tails: Tensor, rel_ptr: Tensor | None, n_entities: int,
-                 n_cols: int | None = None) -> KGStructure:
-    """Precompute the :class:`KGStructure` of an edge list sorted by relation.
+                 n_cols: int | None = None, can_fold: bool = True) -> KGStructure:
+    """Precompute the :class:`KGStructure` of an edge list sorted by relation, on its device.
 
     Args:
         heads, tails: (E,) int64; heads in ``[0, n_entities)``, tails in ``[0, n_cols)``.
         rel_ptr: (R+1,) offsets of each relation's edge segment; ``None``: one relation.
         n_entities: rows of the propagation matrix; ``n_cols`` its columns (default the same).
+        can_fold: False when the score's W_r is not square (see :func:`relation_pairs`).
 
-    Edges sorted by (relation, head, tail) without repeats make every per-relation pattern
-    an identity map (no gather per call); any order within a relation is correct.
+    Any order within a relation is correct; repeated triples count once per copy.
     """
     heads, tails = heads.reshape(-1).long(), tails.reshape(-1).long()
     n_cols = n_entities if n_cols is None else int(n_cols)
     _check_edges(heads, tails, n_entities, n_cols)
-    ptr = [0, heads.numel()] if rel_ptr is None else [int(v) for v in rel_ptr.tolist()]
-    if ptr[0] != 0 or ptr[-1] != heads.numel() or any(b < a for a, b in zip(ptr[:-1], ptr[1:])):
+    if rel_ptr is None:
+        rel_ptr = torch.tensor([0, heads.numel()])
+    ptr = rel_ptr.to(heads.device).long()
+    counts = ptr[1:] - ptr[:-1]
+    if int(ptr[0]) != 0 or int(ptr[-1]) != heads.numel() or bool((counts < 0).any()):
         raise ValueError(f"rel_ptr must run from 0 to {heads.numel()} without decreasing")
-    blocks = []
-    for r, (a, b) in enumerate(zip(ptr[:-1], ptr[1:])):
-        if b > a:
-            uh, lh = torch.unique(heads[a:b], return_inverse=True)
-            ut, lt = torch.unique(tails[a:b], return_inverse=True)
-            blocks.append(RelationBlock(r, a, b, uh, ut, SparsePattern.build(lh, lt, (uh.numel(), ut.numel()))))
+    n_rel = counts.numel()
+    rel = torch.repeat_interleave(torch.arange(n_rel, device=heads.device), counts)  # (E,)
+    pairs = relation_pairs(heads, tails, rel, n_rel, max(n_entities, n_cols), can_fold)
     adjacency = SparsePattern.build(heads, tails, (n_entities, n_cols))
-    return KGStructure(n_entities, n_cols, heads.numel(), tuple(ptr), adjacency, tuple(blocks))
+    return KGStructure(n_entities, n_cols, heads.numel(), n_rel, adjacency, pairs)
 
 
 class KGEdges(NamedTuple):

@@ -44,7 +44,7 @@ def kgat_attention(x: Tensor, heads: Tensor, tails: Tensor, rel_ptr: Tensor, tra
         (E,) attention weights; each head's weights sum to 1.
     """
     if structure is None:
-        structure = kg_structure(heads, tails, rel_ptr, n_nodes)
+        structure = kg_structure(heads, tails, rel_ptr, n_nodes, can_fold=trans_w.shape[1] == trans_w.shape[2])
     scores = relation_scores(x, trans_w.transpose(1, 2), rel_emb, structure)
     return segment_softmax(scores, heads, n_nodes)
 
@@ -152,7 +152,8 @@ class KGAT(RecModel):
                 "rel_ptr": rel_ptr,
                 "order": order.to(dev), "head_ptr": hptr.to(dev), "present": present.to(dev),
                 "pattern": SparsePattern.build(heads, tails, (self.n_nodes, self.n_nodes)).to(dev),
-                "structure": kg_structure(heads, tails, rel_ptr, self.n_nodes).to(dev),
+                "structure": kg_structure(heads, tails, rel_ptr, self.n_nodes,
+                                          can_fold=self.trans_w.shape[1] == self.trans_w.shape[2]).to(dev),
                 "tail_ranges": torch.tensor([0, self.n_entities, self.n_nodes]),
             }
             self._att = None

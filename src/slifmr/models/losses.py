@@ -32,15 +32,15 @@ def inter_modal_loss(view: Tensor, fused: Tensor, tau: float, exclude_positive: 
     ``False`` is the usual InfoNCE (j over all items). The paper sums over i; we take the
     mean so the weight beta does not depend on the batch size.
     """
-    # view, fused: (B, d)
+    # view: (B, d) or (V, B, d) (V views at once: one value per view), fused: (B, d)
     v = F.normalize(view, dim=-1)
     x = F.normalize(fused.detach(), dim=-1)
-    logits = v @ x.T / tau  # (B, B), logits[i, j] = sim(view_i, sg(fused_j)) / tau
-    pos = logits.diagonal()  # (B,)
+    logits = v @ x.T / tau  # (..., B, B), logits[i, j] = sim(view_i, sg(fused_j)) / tau
+    pos = logits.diagonal(dim1=-2, dim2=-1)  # (..., B)
     if exclude_positive:
-        eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+        eye = torch.eye(logits.shape[-1], dtype=torch.bool, device=logits.device)
         logits = logits.masked_fill(eye, float("-inf"))
-    return (torch.logsumexp(logits, dim=1) - pos).mean()
+    return (torch.logsumexp(logits, dim=-1) - pos).mean(-1)
 
 
 def uniformity_loss(x: Tensor, t: float = 2.0) -> Tensor:
@@ -51,11 +51,11 @@ def uniformity_loss(x: Tensor, t: float = 2.0) -> Tensor:
     use pdist, i.e. i < j; the diagonal only adds a constant-sized term). The log is
     outside the mean (the text's intent, a uniform spread), not inside as printed.
     """
-    # x: (B, d)
+    # x: (B, d) or (V, B, d) (V views at once: one value per view)
     z = F.normalize(x, dim=-1)
-    sq_dist = (2.0 - 2.0 * (z @ z.T)).clamp_min(0.0)  # (B, B), ||z_i - z_j||^2 on the sphere
-    n = sq_dist.numel()
-    return torch.logsumexp((-t * sq_dist).flatten(), dim=0) - math.log(n)
+    sq_dist = (2.0 - 2.0 * (z @ z.transpose(-1, -2))).clamp_min(0.0)  # (..., B, B), ||z_i - z_j||^2 on the sphere
+    n = sq_dist.shape[-1] * sq_dist.shape[-2]
+    return torch.logsumexp((-t * sq_dist).flatten(-2), dim=-1) - math.log(n)
 
 
 def l2_reg(*tensors: Tensor) -> Tensor:

@@ -201,10 +201,10 @@ class SLIFMR(RecModel):
         total = bpr + self.reg_weight * reg
         if self.cons["enabled"]:
             items = torch.unique(p)
-            target = rows(fused, items)
-            inter = sum(inter_modal_loss(rows(v, items), target, self.cons["tau"], self.cons["exclude_positive"])
-                        for v in views)
-            intra = sum(uniformity_loss(rows(v, items), self.cons["t"]) for v in views)
+            target = rows(fused, items)  # (B', d)
+            stacked = torch.stack(views).index_select(1, items)  # (V, B', d): all views in one pass
+            inter = inter_modal_loss(stacked, target, self.cons["tau"], self.cons["exclude_positive"]).sum()
+            intra = uniformity_loss(stacked, self.cons["t"]).sum()
             ramp = self.consistency_ramp()
             total = total + ramp * (self.cons["beta"] * inter + self.cons["gamma"] * intra)
             out.update(inter=inter, intra=intra)

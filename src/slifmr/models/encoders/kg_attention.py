@@ -6,16 +6,16 @@ sparse matmul. The scores come from the layer-0 entity representation and are sh
 layers, as in KGAT (the paper's Eq. 11 carries no layer index; SPEC decision, see
 ``score_per_layer``).
 
-Scores are computed per relation on its *distinct* heads and tails, never per edge: a relation
-needs ``a(h) = tanh(W_r x_h + e_r)`` once per distinct head, and ``W_r x_t`` once per distinct
-tail, or instead ``u(h) = W_r^T a(h)`` (then ``score = x_t . u(h)``) when the relation has fewer
-distinct heads than tails; the per-edge dot products are one sampled dense-dense product on the
-relation's (head, tail) pattern. At Amazon-Book scale (1.63M edges with inverse and ``sim``
-edges, 79 relations) that is 559k projected rows instead of 3.26M. The backward
-(:class:`_RelationScores`) recomputes the projections relation by relation instead of keeping
-them, so nothing larger than one relation's (distinct nodes x d) lives at a time, and no
-|edges| x d tensor is ever built. The patterns (distinct heads/tails, CSR offsets) come
-precomputed with the graph (:class:`~slifmr.graphs.kg.KGStructure`).
+Scores are computed on the *distinct* (relation, head) and (relation, tail) pairs, never per
+edge, and for all relations at once: ``a(h) = tanh(W_r x_h + e_r)`` once per (relation, head)
+pair, ``W_r x_t`` once per (relation, tail) pair, or instead ``u(h) = W_r^T a(h)`` (then
+``score = x_t . u(h)``) for a relation with fewer distinct heads than tails. Each of these is one
+tiled batched matmul over all relations (:class:`~slifmr.graphs.kg.SegmentPlan`: rows grouped by
+relation in tiles of 256, each tile's W_r gathered, one ``bmm``), and the per-edge dot products
+are one sampled dense-dense product on the block-diagonal (head pairs x tail pairs) pattern. So
+a step runs a constant number of kernels whatever the number of relations (issue 13;
+``benchmarks/op_count.py``), and no |edges| x d tensor is built. The layout is precomputed with
+the graph (:class:`~slifmr.graphs.kg.KGStructure`).
 
 ``attention_every=k`` recomputes the scores (with gradient to W_r, e_r and the embeddings) every
 k-th training step and reuses the detached weights in between, as KGAT's own code refreshes its
@@ -27,89 +27,51 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from slifmr.graphs.kg import KGStructure, RelationBlock, kg_propagate, kg_structure, segment_softmax
+from slifmr.graphs.kg import KGStructure, SparsePattern, kg_propagate, kg_structure, segment_softmax
 
 
-def _tanh_part(x: Tensor, w: Tensor, e: Tensor, blk: RelationBlock) -> tuple[Tensor, Tensor]:
-    """(x_h, a = tanh(W x_h + e)) for the distinct heads of one relation.
-
-    ``tanh(z) = 2 sigmoid(2z) - 1``, in place: ~2x faster than ``torch.tanh`` on CPU (AVX2);
-    the absolute difference is float rounding (~1e-7)."""
-    xh = x.index_select(0, blk.heads)
-    return xh, torch.addmm(e, xh, w.T).mul_(2).sigmoid_().mul_(2).sub_(1)
-
-
-def _project_tails(blk: RelationBlock) -> bool:
-    """Project the relation's distinct tails (``W x_t``) when they are fewer than its distinct
-    heads, else fold ``W`` into the head side (``u = W^T a``): the fewer (d x d) products."""
-    return blk.tails.numel() < blk.heads.numel()
-
-
-class _RelationScores(torch.autograd.Function):
-    """(E,) scores ``(W_r x_t) . tanh(W_r x_h + e_r)`` of every edge, differentiable in ``x``,
-    ``rel_w`` and ``rel_emb``. Per relation the score is ``a(h) . B(t)`` with ``a = tanh(W x_h + e)``
-    on the distinct heads and ``B = W x_t`` on the distinct tails, or ``u(h) . x_t`` with
-    ``u = W^T a``, whichever needs fewer products (:func:`_project_tails`); the pairs are then
-    one sampled dense-dense product on the relation's (head, tail) pattern. Saves only its
-    inputs: the backward recomputes the projections relation by relation."""
+class _PairScores(torch.autograd.Function):
+    """(E,) ``left[hp_e] . right[tp_e]`` over the (head pairs x tail pairs) pattern: one sampled
+    dense-dense product forward; backward ``grad_left = G @ right``, ``grad_right = G^T @ left``
+    (G: the pattern with the edges' gradients), two CSR products. No (E, k) tensor."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, rel_w: Tensor, rel_emb: Tensor, st: KGStructure) -> Tensor:
-        x, rel_w, rel_emb = x.detach(), rel_w.detach(), rel_emb.detach()
-        scores = x.new_empty(st.n_edges)
-        for blk in st.relations:
-            w = rel_w[blk.relation]
-            _, a = _tanh_part(x, w, rel_emb[blk.relation], blk)
-            if _project_tails(blk):
-                left, right = a, x.index_select(0, blk.tails) @ w.T
-            else:
-                left, right = a @ w, x.index_select(0, blk.tails)
-            scores[blk.start : blk.end] = blk.pattern.item_values(blk.pattern.sddmm(left, right))
-        ctx.save_for_backward(x, rel_w, rel_emb)
-        ctx.structure = st
-        return scores
+    def forward(ctx, left: Tensor, right: Tensor, pattern: SparsePattern) -> Tensor:
+        left, right = left.detach().contiguous(), right.detach().contiguous()
+        ctx.save_for_backward(left, right)
+        ctx.pattern = pattern
+        return pattern.item_values(pattern.sddmm(left, right))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        x, rel_w, rel_emb = ctx.saved_tensors
-        st: KGStructure = ctx.structure
-        need_x, need_w, need_e = ctx.needs_input_grad[:3]
-        grad_x = torch.zeros_like(x) if need_x else None
-        grad_w = torch.zeros_like(rel_w) if need_w else None
-        grad_e = torch.zeros_like(rel_emb) if need_e else None
-        for blk in st.relations:
-            r, p = blk.relation, blk.pattern
-            w = rel_w[r]
-            xh, a = _tanh_part(x, w, rel_emb[r], blk)
-            xt = x.index_select(0, blk.tails)
-            g = p.entry_values(grad[blk.start : blk.end].contiguous())
-            if _project_tails(blk):  # score = a(h) . B(t), B = xt W^T
-                grad_a = p.mm(g, xt @ w.T)
-                grad_b = p.t_mm(g, a)
-                grad_xt = grad_b @ w
-                grad_wr = grad_b.T @ xt
-            else:  # score = u(h) . xt, u = a W
-                grad_u = p.mm(g, xt)
-                grad_xt = p.t_mm(g, a @ w)
-                grad_wr = a.T @ grad_u
-                grad_a = grad_u @ w.T
-            grad_pre = torch.ops.aten.tanh_backward(grad_a, a)  # grad_a (1 - a^2): a = tanh(pre), pre = xh W^T + e
-            if need_w:
-                grad_w[r] = grad_wr + grad_pre.T @ xh
-            if need_e:
-                grad_e[r] = grad_pre.sum(0)
-            if need_x:
-                grad_x.index_add_(0, blk.tails, grad_xt)
-                grad_x.index_add_(0, blk.heads, grad_pre @ w)
-        return grad_x, grad_w, grad_e, None
+        left, right = ctx.saved_tensors
+        p: SparsePattern = ctx.pattern
+        g = p.entry_values(grad.contiguous())
+        grad_left = p.mm(g, right) if ctx.needs_input_grad[0] else None
+        grad_right = p.t_mm(g, left) if ctx.needs_input_grad[1] else None
+        return grad_left, grad_right, None
 
 
 def relation_scores(x: Tensor, rel_w: Tensor, rel_emb: Tensor, structure: KGStructure) -> Tensor:
     """(E,) ``(W_r x_t) . tanh(W_r x_h + e_r)`` of every edge of ``structure`` (``rel_w`` (R, k, d),
-    ``rel_emb`` (R, k)); differentiable, no |edges| x d tensor. The KG attention score of SLIF-MR
+    ``rel_emb`` (R, k)); differentiable, no |edges| x d tensor and no loop over relations: a
+    constant number of kernels whatever R (three tiled batched matmuls, gathers, one sampled
+    product; :class:`~slifmr.graphs.kg.RelationPairs`). The KG attention score of SLIF-MR
     (Eq. 11) and of KGAT (Eq. 4), which share it."""
-    return _RelationScores.apply(x, rel_w, rel_emb, structure)
+    pr = structure.pairs
+    if structure.n_edges == 0:
+        return x.new_zeros(0)
+    if pr.fold and rel_w.shape[1] != rel_w.shape[2]:
+        raise ValueError(f"W_r is {tuple(rel_w.shape[1:])}, not square: build the structure with can_fold=False")
+    a = torch.tanh(pr.plan_head.matmul(x, rel_w, transpose=False, bias=rel_emb))  # (n_hp, k)
+    left = a
+    if pr.fold:  # u = W_r^T a on the folding relations' head pairs
+        u = pr.plan_fold.matmul(a, rel_w, transpose=True)  # (n_fold, d)
+        left = torch.cat([a, u]).index_select(0, pr.left_index)  # (n_hp, k)
+    b = pr.plan_tail.matmul(x, rel_w, transpose=False)  # (n_proj, k): W_r x_t
+    right = torch.cat([b, x]).index_select(0, pr.right_index) if pr.fold else b.index_select(0, pr.right_index)
+    return _PairScores.apply(left, right, pr.pattern)
 
 
 class KGAttentionEncoder(nn.Module):
