@@ -164,6 +164,10 @@ class KACL(RecModel):
     item once per epoch in its own CL phase; at batch 4096 the (B, B) logits and their backward
     took ~5 s of a ~21 s step on ml-100k-kg-tiny on the loaded 2-core CPU, a quarter of the batch
     a sixteenth of that).
+
+    Speed (``benchmarks/models_speed.py --smoke``, see :class:`~slifmr.models.krdn.KRDN`'s note):
+    7.4x LightGCN per epoch, measured once on the loaded shared machine: three GAT encoders (two of
+    them gated) instead of one propagation.
     """
 
     def __init__(
