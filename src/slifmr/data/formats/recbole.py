@@ -40,12 +40,7 @@ def read_recbole(path: str | Path, name: str | None = None, features: list[str] 
     if features:
         raise DataError(f"dataset.features asks for {list(features)}, but the RecBole layout has no feature "
                         "matrices (use the kgat or mmrec layout, or dataset.features=null)", str(path))
-    given = Path(path).expanduser()
-    if given.suffix == ".inter" and given.is_file():
-        directory, name = given.parent, name or given.stem
-    else:
-        directory = dataset_dir(given)
-        name = name or directory.name
+    directory, name = _locate(path, name)
     inter_path = directory / f"{name}.inter"
     cols, lines = read_atomic(inter_path, ["user_id", "item_id"])
     if len(lines) == 0:
@@ -75,14 +70,19 @@ def read_recbole(path: str | Path, name: str | None = None, features: list[str] 
     )
 
 
-def recbole_inputs(path: str | Path, name: str | None = None, features: list[str] | None = None) -> list[Path]:
-    """The files :func:`read_recbole` reads (that exist): what the dataset cache hashes."""
+def _locate(path: str | Path, name: str | None) -> tuple[Path, str]:
+    """(directory, dataset name): ``path`` is the directory (name defaults to its name) or the
+    ``.inter`` file itself."""
     given = Path(path).expanduser()
     if given.suffix == ".inter" and given.is_file():
-        directory, name = given.parent, name or given.stem
-    else:
-        directory = dataset_dir(given)
-        name = name or directory.name
+        return given.parent, name or given.stem
+    directory = dataset_dir(given)
+    return directory, name or directory.name
+
+
+def recbole_inputs(path: str | Path, name: str | None = None, features: list[str] | None = None) -> list[Path]:
+    """The files :func:`read_recbole` reads (that exist): what the dataset cache hashes."""
+    directory, name = _locate(path, name)
     return [p for p in (directory / f"{name}{s}" for s in (".inter", ".kg", ".link")) if p.is_file()]
 
 
