@@ -22,6 +22,7 @@ from slifmr.runner import (closing_block, finish_loggers, instantiate_callbacks,
                            log_interval, report_errors, summarize_best, train_batches_per_epoch)
 from slifmr.tune.points import apply_tuned
 from slifmr.validate import check_config, check_eval
+from slifmr.threads import size_job_threads
 from slifmr.warnings_filter import quiet_third_party
 
 log = logging.getLogger("slifmr.train")  # also when run as __main__
@@ -35,6 +36,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     that are objects, not config (the tuning pruner, which holds its Optuna trial)."""
     started = time.perf_counter()
     quiet_third_party()
+    size_job_threads()  # a parallel sweep's job: its share of the cores
     label = job_label()
     if label:
         log.info("%s", label)
