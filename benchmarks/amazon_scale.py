@@ -31,11 +31,24 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def sync() -> None:
+    """Wait for the GPU's queued work before reading a timer (CUDA calls return before they run)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def on(batch: dict, device: torch.device) -> dict:
+    """A batch's tensors on the model's device (moved before the timer starts)."""
+    return {k: (torch.as_tensor(v).to(device) if not isinstance(v, (int, float)) else v) for k, v in batch.items()}
+
+
 def timed(fn, repeats: int) -> float:
     ts = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
 
@@ -43,16 +56,21 @@ def timed(fn, repeats: int) -> float:
 def step_seconds(model, batches: BPRBatches, steps: int) -> float:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def one(b: int) -> None:
+    dev = next(model.parameters()).device
+
+    def one(batch: dict) -> None:
         opt.zero_grad(set_to_none=True)
-        model.loss(batches[b])["loss"].backward()
+        model.loss(batch)["loss"].backward()
         opt.step()
 
-    one(0)  # warm-up: graph caches, allocator
+    one(on(batches[0], dev))  # warm-up: graph caches, allocator
     ts = []
     for b in range(1, steps + 1):
+        batch = on(batches[b % len(batches)], dev)
+        sync()
         t0 = time.perf_counter()
-        one(b % len(batches))
+        one(batch)
+        sync()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
 
@@ -64,16 +82,20 @@ def ranking_pass(model, ds, batch_size: int) -> tuple[float, float]:
     model.test_metrics.reset()
     with torch.no_grad():
         model._eval_cache = model.embeddings()  # propagation is timed with the epoch, not here
+        dev = model._eval_cache[0].device
+        sync()
         t0 = time.perf_counter()
         for b in range(len(loader)):
-            model._rank(loader[b], model.test_metrics)
+            model._rank(on(loader[b], dev), model.test_metrics)
         model.test_metrics.compute()
+        sync()
         full = time.perf_counter() - t0
         users, items = model._eval_cache
         t0 = time.perf_counter()
         for a in range(0, len(loader.users), batch_size):
-            u = torch.from_numpy(loader.users[a : a + batch_size])
+            u = torch.from_numpy(loader.users[a : a + batch_size]).to(dev)
             users[u] @ items.T
+        sync()
         bare = time.perf_counter() - t0
     model._eval_cache = None
     model.train()
