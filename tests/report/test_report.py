@@ -108,6 +108,16 @@ def test_sensitivity_plot_and_cli(tmp_path, capsys):
     _png_ok(tmp_path / "out" / "sensitivity_model.L.png")
     out = capsys.readouterr().out
     assert "SLIF-MR (model.L=1)" in out and "No %Imp" in out
+    # paper formats, 300 dpi
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "pub"), "--format", "pdf,svg,png"]) == 0
+    pub = {f: tmp_path / "pub" / f"sensitivity_model.L.{f}" for f in ("pdf", "svg", "png")}
+    assert pub["pdf"].read_bytes()[:5] == b"%PDF-" and b"<svg" in pub["svg"].read_bytes()[:2000]
+    from PIL import Image
+
+    with Image.open(pub["png"]) as im:
+        assert round(im.info["dpi"][0]) == 300
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "bad"), "--format", "gif"]) == 2
+    assert "gif" in capsys.readouterr().err
 
 
 def test_robustness_and_interval_plots(tmp_path):

@@ -44,7 +44,8 @@ def _interval_tables(rows: list[dict[str, Any]], metrics: list[str]) -> tuple[st
 
 def report(paths: list[str | Path], out: str | Path, metrics: list[str] | None = None, ours: str = "slifmr",
            baseline: str | None = None, test: str = "auto", plot: str | None = None,
-           x: str | None = None, merge: list[str] | None = None) -> dict[str, Any]:
+           x: str | None = None, merge: list[str] | None = None,
+           formats: tuple[str, ...] = ("png",)) -> dict[str, Any]:
     """Write the report of the records under ``paths`` into ``out``; returns what it wrote
     ({"table", "comparisons", "files", "markdown"}). ``merge``: override keys that do not make a
     separate row (e.g. an epoch cap given to some models only); the table says which."""
@@ -74,7 +75,7 @@ def report(paths: list[str | Path], out: str | Path, metrics: list[str] | None =
         csv_text, md_text = _interval_tables(interval_rows(records, metrics), metrics)
         files += [write_text(out / "interval.csv", csv_text), write_text(out / "interval.md", md_text)]
     if plot != "none":
-        files += make_plots(records, metrics, out, kind=plot, x=x)
+        files += make_plots(records, metrics, out, kind=plot, x=x, formats=formats)
     return {"table": table, "comparisons": comps, "files": files, "markdown": md, "records": records}
 
 
@@ -95,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--x", help=f"the swept key for --plot sensitivity (e.g. model.L); interval uses {INTERVAL_KEY}")
     ap.add_argument("--merge", nargs="+", default=[], metavar="KEY",
                     help="override keys that do not split rows (e.g. trainer.max_epochs given to some models only)")
+    ap.add_argument("--format", default="png", metavar="FMT[,FMT]",
+                    help="figure formats, comma-separated: png, pdf, svg (default png; all at 300 dpi)")
     args = ap.parse_args(argv)
     out = args.out or (Path(args.paths[0]) / "report" if len(args.paths) == 1 else Path("report"))
     try:
         res = report(args.paths, out, args.metrics, args.ours, args.baseline, args.test, args.plot, args.x,
-                     args.merge)
+                     args.merge, tuple(f.strip() for f in args.format.split(",") if f.strip()))
     except ReportError as e:
         print(f"slifmr.report: error: {e}", file=sys.stderr)
         return 2

@@ -118,13 +118,26 @@ def _test_metric(metric: str) -> Callable:
     return lambda r: (r.get("test") or {}).get(metric)
 
 
-def _save(fig, path: Path) -> Path:
+FORMATS = ("png", "pdf", "svg")
+DPI = 300  # print resolution: a figure placed at column width stays sharp
+
+
+def _save(fig, path: Path, formats: tuple[str, ...] = ("png",)) -> Path:
+    """``path`` in each of ``formats`` (same stem), each written to a temporary name and renamed;
+    returns the first file written."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ReportError(f"unknown figure format(s) {unknown or formats}: choose from {', '.join(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    tmp.replace(path)
+    written = []
+    for fmt in formats:
+        target = path.with_suffix(f".{fmt}")
+        tmp = target.with_name(f".{target.stem}.tmp.{fmt}")
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format=fmt)
+        tmp.replace(target)
+        written.append(target)
     _plt().close(fig)
-    return path
+    return written[0]
 
 
 def _axes_grid(n_rows: int, n_cols: int, w: float = 4.6, h: float = 3.5):
@@ -135,7 +148,7 @@ def _axes_grid(n_rows: int, n_cols: int, w: float = 4.6, h: float = 3.5):
     return fig, axes
 
 
-def sensitivity_plot(records: list[dict[str, Any]], key: str, metrics: list[str], out: Path) -> Path:
+def sensitivity_plot(records: list[dict[str, Any]], key: str, metrics: list[str], out: Path, formats: tuple[str, ...] = ("png",)) -> Path:
     """Fig. 6 style: one panel per metric, x = ``key``, a line per dataset (and model/variant)."""
     recs = [r for r in records if key in overrides_of(r) and _float(config_value(r, key)) is not None]
     if not recs:
@@ -159,11 +172,12 @@ def sensitivity_plot(records: list[dict[str, Any]], key: str, metrics: list[str]
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, title="dataset")
     n_seeds = max(len({r.get("seed") for r in recs if r["dataset"] == d}) for d in {r["dataset"] for r in recs})
-    fig.suptitle(f"Sensitivity to {key} (mean ± std over {n_seeds} seed{'s' * (n_seeds > 1)})")
-    return _save(fig, out / f"sensitivity_{_safe(key)}.png")
+    spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "one seed"
+    fig.suptitle(f"Sensitivity to {KEY_LABELS.get(key, key)} ({spread})")
+    return _save(fig, out / f"sensitivity_{_safe(key)}.png", formats)
 
 
-def robustness_plot(records: list[dict[str, Any]], metrics: list[str], out: Path) -> Path:
+def robustness_plot(records: list[dict[str, Any]], metrics: list[str], out: Path, formats: tuple[str, ...] = ("png",)) -> Path:
     """Fig. 7 style: rows = metrics, a panel per noise kind (x = noise ratio in %, the other
     kinds at 0), a line per model (and variant)."""
     recs = [r for r in records if any(k in overrides_of(r) for k in NOISE_KEYS)]
@@ -189,7 +203,7 @@ def robustness_plot(records: list[dict[str, Any]], metrics: list[str], out: Path
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, title="model")
     fig.suptitle("Robustness to noise (mean ± std over seeds; test split never noised)")
-    return _save(fig, out / "robustness.png")
+    return _save(fig, out / "robustness.png", formats)
 
 
 def interval_rows(records: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]]:
@@ -218,7 +232,7 @@ def interval_rows(records: list[dict[str, Any]], metrics: list[str]) -> list[dic
     return rows
 
 
-def interval_plot(records: list[dict[str, Any]], metrics: list[str], out: Path) -> Path:
+def interval_plot(records: list[dict[str, Any]], metrics: list[str], out: Path, formats: tuple[str, ...] = ("png",)) -> Path:
     """Table IV as a picture: test metric vs training time, points labelled by the interval."""
     rows = interval_rows(records, metrics)
     fig, axes = _axes_grid(1, len(metrics), w=5.2, h=3.8)
@@ -238,7 +252,7 @@ def interval_plot(records: list[dict[str, Any]], metrics: list[str], out: Path) 
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, title="dataset")
     fig.suptitle("Quality vs training time by self-loop refresh interval (epochs)")
-    return _save(fig, out / "interval_tradeoff.png")
+    return _save(fig, out / "interval_tradeoff.png", formats)
 
 
 def _safe(s: str) -> str:
@@ -246,8 +260,9 @@ def _safe(s: str) -> str:
 
 
 def make_plots(records: list[dict[str, Any]], metrics: list[str], out: Path, kind: str | None = None,
-               x: str | None = None) -> list[Path]:
-    """The plots that apply (or the one asked for); returns the files written."""
+               x: str | None = None, formats: tuple[str, ...] = ("png",)) -> list[Path]:
+    """The plots that apply (or the one asked for), each in every one of ``formats``; returns the
+    first file of each."""
     if kind is not None:
         if kind not in KINDS:
             raise ReportError(f"unknown plot '{kind}' (one of {', '.join(KINDS)})")
@@ -259,9 +274,9 @@ def make_plots(records: list[dict[str, Any]], metrics: list[str], out: Path, kin
     paths = []
     for k, key in studies:
         if k == "sensitivity":
-            paths.append(sensitivity_plot(records, key, metrics, out))
+            paths.append(sensitivity_plot(records, key, metrics, out, formats))
         elif k == "robustness":
-            paths.append(robustness_plot(records, metrics, out))
+            paths.append(robustness_plot(records, metrics, out, formats))
         else:
-            paths.append(interval_plot(records, metrics, out))
+            paths.append(interval_plot(records, metrics, out, formats))
     return paths
