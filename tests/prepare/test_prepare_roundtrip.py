@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -58,5 +59,8 @@ def test_printed_command_runs(tmp_path, shared_data):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SLIFMR_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "test/recall@20" in proc.stdout and "DATASET MISMATCH" not in proc.stderr
+    # the closing block ends the run with the test table (runner.closing_block): a recall row of numbers
+    assert re.search(r"^  test +@10 +@20", proc.stdout, re.M), proc.stdout[-2000:]
+    assert re.search(r"^    recall +\d\.\d{4} +\d\.\d{4}", proc.stdout, re.M), proc.stdout[-2000:]
+    assert "DATASET MISMATCH" not in proc.stderr
     assert Path(tmp_path / "run" / ".hydra" / "config.yaml").is_file()
