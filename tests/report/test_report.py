@@ -107,7 +107,7 @@ def test_sensitivity_plot_and_cli(tmp_path, capsys):
     assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
     _png_ok(tmp_path / "out" / "sensitivity_model.L.png")
     out = capsys.readouterr().out
-    assert "SLIF-MR (model.L=1)" in out and "No %Imp" in out
+    assert "SLIF-MR (GNN layers L = 1)" in out and "No %Imp" in out  # readable key names
     # paper formats, 300 dpi
     assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "pub"), "--format", "pdf,svg,png"]) == 0
     pub = {f: tmp_path / "pub" / f"sensitivity_model.L.{f}" for f in ("pdf", "svg", "png")}

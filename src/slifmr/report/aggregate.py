@@ -34,6 +34,32 @@ MODEL_ORDER = list(MODEL_NAMES)
 
 METRIC_NAMES = {"recall": "Recall", "ndcg": "NDCG", "precision": "Precision"}
 
+# Readable names of the config keys the paper's studies sweep (figure axes and table rows)
+KEY_NAMES = {
+    "model.L": "GNN layers L",
+    "model.consistency.beta": "inter-modal consistency weight β",
+    "model.consistency.gamma": "intra-modal consistency weight γ",
+    "model.self_loop.top_n": "self-loop neighbours top-N",
+    "model.self_loop.interval": "self-loop refresh interval (epochs)",
+    "noise.interaction": "interaction noise",
+    "noise.kg": "KG noise",
+    "noise.modality": "modality noise",
+}
+
+
+def key_label(key: str) -> str:
+    """'model.L' -> 'GNN layers L'; a key without a readable name stays as spelt."""
+    return KEY_NAMES.get(key, key)
+
+
+def variant_label(variant: str) -> str:
+    """'model.L=2 noise.kg=0.1' -> 'GNN layers L = 2, KG noise = 0.1' (for people; CSVs keep the keys)."""
+    parts = []
+    for item in variant.split():
+        key, sep, value = item.partition("=")
+        parts.append(f"{key_label(key)} = {value}" if sep and key in KEY_NAMES else item)
+    return ", ".join(parts)
+
 
 def metric_label(metric: str) -> str:
     """'recall@20' -> 'Recall@20' (the paper's spelling)."""
@@ -112,6 +138,12 @@ class Row:
         name = MODEL_NAMES.get(self.model, self.model)
         return f"{name} ({self.variant})" if self.variant else name
 
+    @property
+    def display(self) -> str:
+        """The label with readable key names, for Markdown and LaTeX tables."""
+        name = MODEL_NAMES.get(self.model, self.model)
+        return f"{name} ({variant_label(self.variant)})" if self.variant else name
+
 
 @dataclass
 class Stat:
@@ -145,6 +177,7 @@ class Comparison:
     baseline_mean: float
     imp_pct: float
     p_value: float = math.nan
+    p_holm: float = math.nan  # Holm-adjusted over the report's family of tests (--holm), else NaN
     test: str = ""
     n_users: int = 0
 

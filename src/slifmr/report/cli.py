@@ -1,8 +1,8 @@
 """``python -m slifmr.report <run or multirun dir ...> [--out DIR] [--metrics ...]``.
 
 Collects every result record under the given directories and writes, into ``--out``:
-``results.csv`` / ``results.md`` (mean ± std over seeds, %Imp of ours over the best
-baseline, paired p-values, and whether each row was tuned or ran at its defaults),
+``results.csv`` / ``results.md`` (and ``results.tex``, booktabs, with ``--latex``) (mean ± std over seeds, %Imp of ours over the best
+baseline, paired p-values, Holm-adjusted with ``--holm``, and whether each row was tuned or ran at its defaults),
 ``tuning.csv``, ``comparisons.csv``, ``interval.csv`` / ``interval.md`` for a self-loop interval sweep, and the PNG plots that apply (or the one ``--plot`` asks for).
 """
 
@@ -19,8 +19,9 @@ from typing import Any
 from slifmr.report.aggregate import aggregate, find_row, metric_label, overrides_of
 from slifmr.report.plots import INTERVAL_KEY, KINDS, detect_studies, interval_rows, make_plots
 from slifmr.report.records import ReportError, load_records
-from slifmr.report.significance import compare_rows
-from slifmr.report.tables import comparisons_csv, fmt_cell, results_csv, results_markdown, write_text
+from slifmr.report.significance import compare_rows, holm as holm_adjust
+from slifmr.report.tables import (comparisons_csv, fmt_cell, results_csv, results_latex, results_markdown,
+                                  write_text)
 from slifmr.report.tuning import tuning_csv, tuning_markdown, tuning_rows
 
 DEFAULT_METRICS = ["recall@20", "ndcg@20"]
@@ -45,10 +46,11 @@ def _interval_tables(rows: list[dict[str, Any]], metrics: list[str]) -> tuple[st
 def report(paths: list[str | Path], out: str | Path, metrics: list[str] | None = None, ours: str = "slifmr",
            baseline: str | None = None, test: str = "auto", plot: str | None = None,
            x: str | None = None, merge: list[str] | None = None,
-           formats: tuple[str, ...] = ("png",)) -> dict[str, Any]:
+           formats: tuple[str, ...] = ("png",), latex: bool = False, holm: bool = False) -> dict[str, Any]:
     """Write the report of the records under ``paths`` into ``out``; returns what it wrote
     ({"table", "comparisons", "files", "markdown"}). ``merge``: override keys that do not make a
-    separate row (e.g. an epoch cap given to some models only); the table says which."""
+    separate row (e.g. an epoch cap given to some models only); the table says which. ``latex``:
+    also results.tex (booktabs); ``holm``: Holm-adjusted p-values over all of the report's tests."""
     metrics = list(metrics or DEFAULT_METRICS)
     records = load_records(paths)
     out = Path(out)
@@ -59,7 +61,10 @@ def report(paths: list[str | Path], out: str | Path, metrics: list[str] | None =
         ours_recs = table.get(c.ours, c.dataset, c.metric).records
         base_recs = table.get(c.baseline, c.dataset, c.metric).records
         c.test, c.p_value, c.n_users = compare_rows(ours_recs, base_recs, c.metric, test)
-    md = results_markdown(table, comps, len(records), fixed_baseline=base_row is not None)
+    if holm:  # the family: every (dataset, metric, ours row) test of this report
+        for c, p in zip(comps, holm_adjust([c.p_value for c in comps])):
+            c.p_holm = p
+    md = results_markdown(table, comps, len(records), fixed_baseline=base_row is not None, holm=holm)
     merged = sorted({f"{k}={v}" for r in records for k, v in overrides_of(r).items() if k in set(merge or ())})
     if merged:
         md += (f"\nRows merge runs that differ only in {', '.join(sorted(set(merge or ())))} "
@@ -68,6 +73,8 @@ def report(paths: list[str | Path], out: str | Path, metrics: list[str] | None =
     md += tuning_markdown(tuning)
     files = [write_text(out / "results.csv", results_csv(table)), write_text(out / "results.md", md),
              write_text(out / "tuning.csv", tuning_csv(tuning))]
+    if latex:
+        files.append(write_text(out / "results.tex", results_latex(table, comps, holm=holm)))
     if comps:
         files.append(write_text(out / "comparisons.csv", comparisons_csv(comps)))
     studies = [(plot, x)] if plot and plot != "none" else ([] if plot == "none" else detect_studies(records))
@@ -98,11 +105,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="override keys that do not split rows (e.g. trainer.max_epochs given to some models only)")
     ap.add_argument("--format", default="png", metavar="FMT[,FMT]",
                     help="figure formats, comma-separated: png, pdf, svg (default png; all at 300 dpi)")
+    ap.add_argument("--latex", action="store_true", help="also write results.tex (booktabs tabular)")
+    ap.add_argument("--holm", action="store_true",
+                    help="add Holm-adjusted p-values over the report's family of tests (all datasets, metrics, rows)")
     args = ap.parse_args(argv)
     out = args.out or (Path(args.paths[0]) / "report" if len(args.paths) == 1 else Path("report"))
     try:
         res = report(args.paths, out, args.metrics, args.ours, args.baseline, args.test, args.plot, args.x,
-                     args.merge, tuple(f.strip() for f in args.format.split(",") if f.strip()))
+                     args.merge, tuple(f.strip() for f in args.format.split(",") if f.strip()),
+                     latex=args.latex, holm=args.holm)
     except ReportError as e:
         print(f"slifmr.report: error: {e}", file=sys.stderr)
         return 2

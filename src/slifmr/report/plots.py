@@ -18,22 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from slifmr.report.aggregate import MODEL_NAMES, common_overrides, config_value, metric_label, overrides_of
+from slifmr.report.aggregate import KEY_NAMES, MODEL_NAMES, common_overrides, config_value, metric_label, overrides_of
 from slifmr.report.records import ReportError
 
 NOISE_KEYS = ("noise.interaction", "noise.kg", "noise.modality")
 INTERVAL_KEY = "model.self_loop.interval"
 LOG_KEYS = {"model.consistency.gamma"}
-KEY_LABELS = {
-    "model.L": "GNN layers L",
-    "model.consistency.beta": "inter-modal consistency weight β",
-    "model.consistency.gamma": "intra-modal consistency weight γ (log scale)",
-    "model.self_loop.top_n": "self-loop neighbours top-N",
-    "model.self_loop.interval": "self-loop refresh interval (epochs)",
-    "noise.interaction": "interaction noise",
-    "noise.kg": "KG noise",
-    "noise.modality": "modality noise",
-}
+KEY_LABELS = KEY_NAMES  # one name table for figures and tables (aggregate.KEY_NAMES)
 KINDS = ("sensitivity", "robustness", "interval")
 
 
@@ -167,7 +158,7 @@ def sensitivity_plot(records: list[dict[str, Any]], key: str, metrics: list[str]
         elif len(xs) <= 12:
             ax.set_xticks(xs)
             ax.set_xticklabels([f"{v:g}" for v in xs])
-        ax.set_xlabel(KEY_LABELS.get(key, key))
+        ax.set_xlabel(KEY_LABELS.get(key, key) + (" (log scale)" if log_x else ""))
         ax.set_ylabel(f"test {metric_label(m)}")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, title="dataset")

@@ -103,3 +103,20 @@ def compare_rows(ours: list[dict[str, Any]], baseline: list[dict[str, Any]], met
     x, y = paired(a, b)
     name, p = paired_test(x, y, method)
     return name, p, len(x)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input's order (scipy has no Holm).
+
+    A study tests many (dataset, metric, variant) cells; Holm controls the family-wise error
+    over them without Bonferroni's loss of power. Sorted ascending p_(1) <= ... <= p_(m), the
+    adjusted p_(i) = max over j <= i of min(1, (m - j + 1) p_(j)). NaN p-values (no per-user
+    values) are not tests: they stay NaN and do not count in m."""
+    idx = sorted((i for i, p in enumerate(p_values) if p == p), key=lambda i: p_values[i])
+    m = len(idx)
+    out = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
