@@ -9,6 +9,7 @@ directory that the ``kgat`` reader loads as is:
 * ``user_list.txt``, ``item_list.txt`` -- original ids (``org_id remap_id [entity_org_id]``)
 * ``<modality>_feat.npy`` (float32, row i = item i) and ``<modality>_mask.npy`` (bool presence)
 * ``item_text.tsv`` -- the text each item's embedding was computed from, when text was given
+  (``--item-meta``) or carried over from a KGAT-layout source's own ``item_text.tsv``
 * ``dataset.json`` -- the manifest: source files with sha256, counts, settings
   (see :mod:`slifmr.prepare.manifest`)
 * ``conf/dataset/<name>.yaml`` -- a Hydra dataset config; the printed command uses it.

@@ -187,3 +187,34 @@ def read_item_texts(
         "items_without_text": sum(t is None for t in texts),
     }
     return texts, stats
+
+
+ITEM_TEXT = "item_text.tsv"  # what a prepared directory writes beside text features (writer.write_dataset)
+
+
+def read_source_item_texts(path: str | Path, n_items: int) -> list[str | None]:
+    """A prepared source's ``item_text.tsv`` (``remap_id<TAB>text``), one entry per source item
+    (None: no row or empty text), so that prepare can carry it over to the items it keeps."""
+    path = Path(path)
+    texts: list[str | None] = [None] * n_items
+    seen: dict[int, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for line, raw in enumerate(f, start=1):
+            raw = raw.rstrip("\r\n")
+            if line == 1:
+                if raw.split("\t")[:2] != ["remap_id", "text"]:
+                    raise DataError(f"header must be 'remap_id<TAB>text', found {raw[:60]!r}", path, line)
+                continue
+            if not raw.strip():
+                continue
+            key, sep, text = raw.partition("\t")
+            if not sep or not key.strip().isdigit():
+                raise DataError(f"expected '<remap_id><TAB><text>' with an integer id, found {raw[:60]!r}", path, line)
+            k = int(key)
+            if k >= n_items:
+                raise DataError(f"remap_id {k} is not an item of the source ({n_items} items)", path, line)
+            if k in seen:
+                raise DataError(f"remap_id {k} has two rows (first on line {seen[k]})", path, line)
+            seen[k] = line
+            texts[k] = text.strip() or None
+    return texts

@@ -23,7 +23,8 @@ from slifmr.errors import DataError
 from slifmr.prepare import config as conf
 from slifmr.prepare.build import Prepared, build
 from slifmr.prepare.csv_source import CsvOptions, read_interactions_csv
-from slifmr.prepare.feature_inputs import check_name, load_feature_file, read_item_texts
+from slifmr.prepare.feature_inputs import (ITEM_TEXT, check_name, load_feature_file, read_item_texts,
+                                          read_source_item_texts)
 from slifmr.prepare.manifest import MANIFEST, SCHEMA_VERSION, file_records, image_digest
 from slifmr.prepare.summary import table_one
 from slifmr.prepare.writer import atomic_directory, write_dataset
@@ -84,6 +85,7 @@ def prepare(req: PrepareRequest) -> PrepareResult:
     name = req.name or out.name
 
     raw, source_files, timestamps, read_info = _read_source(req, src, name)
+    source_texts = _source_texts(req, src, raw, source_files)
     origins = {k: f"source file {k}_feat.npy" for k in raw.features}
     for fname, fpath in req.features.items():
         check_name(fname)
@@ -106,6 +108,12 @@ def prepare(req: PrepareRequest) -> PrepareResult:
         prepared.feature_missing[k] = {reason: int((~m).sum())}
 
     texts, feature_settings = _encode(req, prepared, origins, source_files)
+    if texts is None and source_texts is not None:  # carried over to the kept items, in their new order
+        texts = [source_texts.get(str(i)) for i in prepared.item_ids]
+        feature_settings["item_text"] = {"from": f"source {ITEM_TEXT}", "rows": len(source_texts),
+                                         "items_without_text": sum(t is None for t in texts)}
+    elif texts is not None and source_texts is not None:
+        log.info("item texts from --item-meta replace the source's %s", ITEM_TEXT)
     counts = prepared.counts()
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -181,6 +189,20 @@ def _read_source(req: PrepareRequest, src: Path, name: str) -> tuple[RawDataset,
     files = [inter] + list(feature_files(inter.parent).values())
     raw.name = name
     return raw, files, None, {"source_name": inter.stem, **req.mmrec_fields}
+
+
+def _source_texts(req: PrepareRequest, src: Path, raw: RawDataset,
+                  source_files: list[Path]) -> dict[str, str] | None:
+    """{item id: text} from a KGAT-layout source's ``item_text.tsv`` (one prepare writes it), or
+    None when the source has none; the file joins the manifest's source files."""
+    if req.layout != "kgat":
+        return None
+    path = dataset_dir(src) / ITEM_TEXT
+    if not path.is_file():
+        return None
+    texts = read_source_item_texts(path, len(raw.item_ids))
+    source_files.append(path)
+    return {str(i): t for i, t in zip(raw.item_ids, texts) if t is not None}
 
 
 def _encode(
