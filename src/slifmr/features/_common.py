@@ -23,6 +23,7 @@ class EncodedFeature:
     mask: np.ndarray
     missing: dict[str, int] = field(default_factory=dict)  # reason -> count
     model: str = ""
+    settings: dict = field(default_factory=dict)  # what the encoder actually used (for the manifest)
 
     def __post_init__(self) -> None:
         if self.matrix.shape[0] != self.mask.shape[0]:

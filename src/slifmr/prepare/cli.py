@@ -66,9 +66,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--text-columns", help="comma-separated metadata columns joined into each item's text")
     g.add_argument("--text-model", help="Hugging Face name or local path (paper: a 768-d BERT)")
     g.add_argument("--text-backend", default="auto", choices=("auto", "transformers", "sentence-transformers"))
-    g.add_argument("--text-pooling", default="mean", choices=("mean", "cls"))
+    g.add_argument("--text-pooling", default="auto", choices=("auto", "mean", "cls", "max", "mean_sqrt_len"),
+                   help="auto: a sentence-transformers model's own pooling, else mean")
     g.add_argument("--text-max-length", type=int, default=256)
-    g.add_argument("--text-normalize", action="store_true", help="L2-normalise text embeddings")
+    g.add_argument("--text-normalize", action="store_true", default=None,
+                   help="L2-normalise text embeddings (default: as the model's own config says, else no)")
+    g.add_argument("--text-revision", help="Hub branch, tag or commit of --text-model (recorded in the manifest)")
     g.add_argument("--text-name", default="text", help="modality name of the text feature")
     g.add_argument("--image-dir", help="folder of <item_id>.jpg/.png images")
     g.add_argument("--image-model", help="transformers vision model (name or path) or timm:<name>")
@@ -99,7 +102,7 @@ def request(args: argparse.Namespace) -> PrepareRequest:
     if args.text_model:
         text = {"model": args.text_model, "backend": args.text_backend, "pooling": args.text_pooling,
                 "max_length": args.text_max_length, "batch_size": args.batch_size, "device": args.device,
-                "normalize": args.text_normalize}
+                "normalize": args.text_normalize, "revision": args.text_revision}
     image = None
     if args.image_model:
         image = {"model": args.image_model, "batch_size": args.batch_size, "device": args.device, "size": args.image_size}

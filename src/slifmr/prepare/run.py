@@ -223,8 +223,11 @@ def _encode(
         from slifmr.features.text import TextEncoderConfig, encode_texts
 
         cfg = TextEncoderConfig(**req.text)
-        _add(p, req.text_name, encode_texts(texts, cfg, req.progress), origins, f"text encoder {cfg.model}")
-        settings[req.text_name] = {"encoder": "text", **asdict(cfg), "columns": list(req.text_columns)}
+        enc = encode_texts(texts, cfg, req.progress)
+        _add(p, req.text_name, enc, origins, f"text encoder {cfg.model}")
+        # requested settings, then what actually ran (backend, revision, pooling, normalisation)
+        settings[req.text_name] = {"encoder": "text", **asdict(cfg), "columns": list(req.text_columns),
+                                   "used": enc.settings}
     if req.image is not None or req.image_dir is not None:
         if req.image is None or req.image_dir is None:
             raise DataError("image features need both --image-dir DIR and --image-model MODEL")
