@@ -23,7 +23,9 @@ def test_a_short_default_run_is_quiet_and_ends_with_where_everything_is(tmp_path
     """The default model on the embedded dataset, 2 short epochs, as a user runs it."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     run = tmp_path / "run"
+    # early stopping's warm-up (10 epochs, issue 15) would keep its verbose lines out of a 2-epoch run
     cmd = [sys.executable, "-m", "slifmr.train", "trainer.max_epochs=2", "+trainer.limit_train_batches=3",
+           "callbacks.early_stopping.warmup_epochs=0",
            f"hydra.run.dir={run}", f"paths.cache_dir={tmp_path / 'cache'}"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
