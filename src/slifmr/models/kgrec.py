@@ -118,7 +118,11 @@ class KGRec(RecModel):
     entity table (entity ``i`` is item ``i``), as everywhere in slifmr.
 
     Speed (``benchmarks/models_speed.py --smoke``, see :class:`~slifmr.models.krdn.KRDN`'s note):
-    4.1x LightGCN per epoch (KGIN 2.7x), measured once on the loaded shared machine.
+    4.1x LightGCN per epoch (KGIN 2.7x), measured once on the loaded shared machine. At Amazon-Book
+    scale (``python benchmarks/models_speed.py --models lightgcn,kgrec,krdn,kacl --steps 2 --threads 2``, one measurement at load 10-24): 82.7 s/step, **12.3x LightGCN**, over
+    the 10x budget. Not yet profiled: the likely cost is the per-edge two-head attention score and
+    weighted aggregation over ~690k triples (x2 with inverses) on each of its two attentive hops,
+    forward and backward, where KGIN only aggregates; a profile is the next step.
     """
 
     def __init__(

@@ -99,8 +99,9 @@ class KRDN(RecModel):
     antithetic passes DisARM needs to estimate the gates' gradient, then the training pass), and
     each pass aggregates every KG triple and scores every interaction twice (knowledge and
     collaborative affinities, per-user softmaxes); one pass alone is ~5x LightGCN, like KGIN's
-    relational aggregation plus the denoising scores. The Amazon-Book-scale figure was still
-    running when this was written.
+    relational aggregation plus the denoising scores. At Amazon-Book scale (``python benchmarks/models_speed.py --models lightgcn,kgrec,krdn,kacl --steps 2 --threads 2``,
+    synthetic, one measurement at load 10-24, only the ratio means anything): 171.5 s/step,
+    **25.6x LightGCN** (KACL 3.3x, KGRec 12.3x, peak 4.2 GB): the same three passes over ~690k triples.
     """
 
     def __init__(
