@@ -7,6 +7,7 @@ the optimiser -- is shared so every model is evaluated the same way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
@@ -83,6 +84,15 @@ class RecModel(pl.LightningModule):
         """(B, I) scores of a chunk of users; dot product by default."""
         user_emb, item_emb = cache
         return user_emb[users] @ item_emb.T
+
+    def batches_per_epoch(self) -> int:
+        """Training batches of a whole epoch (not the ``limit_train_batches`` cut): what a model
+        that spreads per-epoch work over its steps (DiffMM, DiffKG's row chunks) divides by."""
+        try:
+            n = len(self.trainer.train_dataloader)
+        except (TypeError, AttributeError, RuntimeError):
+            n = self.trainer.num_training_batches
+        return int(n) if n is not None and math.isfinite(n) and n > 0 else 1
 
     # -- wiring -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

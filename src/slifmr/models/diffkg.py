@@ -13,7 +13,6 @@ and ~30 %); ``diffuse_rows=entities`` (the release) costs ~20x more on ml-100k-k
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -250,15 +249,9 @@ class DiffKG(RecModel):
 
     def on_train_epoch_start(self) -> None:
         self.regenerate()
-        self._chunks = epoch_row_chunks(self.n_generated_rows, self._batches_per_epoch(), self.device)
+        self._chunks = epoch_row_chunks(self.n_generated_rows, self.batches_per_epoch(), self.device)
         self._step = 0
 
-    def _batches_per_epoch(self) -> int:
-        try:
-            n = len(self.trainer.train_dataloader)
-        except (TypeError, AttributeError, RuntimeError):
-            n = self.trainer.num_training_batches
-        return int(n) if n is not None and math.isfinite(n) and n > 0 else 1
 
     # -- model -------------------------------------------------------------------------------
     def rgat(self, kg: dict) -> Tensor:

@@ -15,7 +15,6 @@ row through ``steps`` reverse steps once per epoch. A cheaper in-batch contrast 
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -225,16 +224,9 @@ class DiffMM(RecModel):
 
     def on_train_epoch_start(self) -> None:
         self.regenerate()
-        self._chunks = epoch_row_chunks(self.n_users, self._batches_per_epoch(), self.device)
+        self._chunks = epoch_row_chunks(self.n_users, self.batches_per_epoch(), self.device)
         self._step = 0
 
-    def _batches_per_epoch(self) -> int:
-        """Training batches of a whole epoch (not the ``limit_train_batches`` cut)."""
-        try:
-            n = len(self.trainer.train_dataloader)
-        except (TypeError, AttributeError, RuntimeError):
-            n = self.trainer.num_training_batches
-        return int(n) if n is not None and math.isfinite(n) and n > 0 else 1
 
     # -- model -------------------------------------------------------------------------------
     def forward(self, feats: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
