@@ -149,13 +149,7 @@ ALL_MODELS = sorted(Path(p.name).stem for p in (importlib.resources.files("slifm
                     if p.name.endswith(".yaml"))
 
 
-# Baselines landed after issue 18's fix and not yet converted (x[index] gathers with gradient;
-# TMFUN's cross_entropy has no deterministic CUDA kernel): strict, so a fix must remove them here.
-NOT_YET_DETERMINISTIC = {"kacl", "krdn", "tmfun"}
-
-
-@pytest.mark.parametrize("model_name", [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason="issue 18 not applied yet"))
-                                        if m in NOT_YET_DETERMINISTIC else m for m in ALL_MODELS])
+@pytest.mark.parametrize("model_name", ALL_MODELS)
 def test_no_op_without_a_deterministic_cuda_kernel(tmp_path, tiny_store, model_name):
     """One training step (with its graphs built) and a ranking pass of every model run only ops
     that have a deterministic CUDA kernel, so trainer.deterministic=true does not raise on a GPU

@@ -260,7 +260,7 @@ class KACL(RecModel):
 
     def distmult_score(self, kg: Tensor, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
         """(B,) ``h^T diag(w_r) t`` (DistMult)."""
-        return (kg[h] * self.distmult[r] * kg[t]).sum(1)
+        return (rows(kg, h) * rows(self.distmult, r) * rows(kg, t)).sum(1)
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         cf, cl, kg = self.views(gated=self.training)
@@ -280,7 +280,7 @@ class KACL(RecModel):
             out["kg"] = kg_loss
         if self.cl_weight > 0:
             pos = batch["pos"][: self.cl_batch]  # the batch is shuffled: a random subset of its items
-            cl_loss = view_contrast(self.proj_cl(cl[self.n_users + pos]), self.proj_kg(kg[pos]), self.tau)
+            cl_loss = view_contrast(self.proj_cl(rows(cl, self.n_users + pos)), self.proj_kg(rows(kg, pos)), self.tau)
             total = total + self.cl_weight * cl_loss
             out["cl"] = cl_loss
         out["loss"] = total

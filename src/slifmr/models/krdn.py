@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from slifmr.errors import DataError
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
 from slifmr.graphs.kg_ops import edge_trilinear, interaction_entries, weighted_relational_aggregate
-from slifmr.models.base import TOPK, RecModel
+from slifmr.models.base import TOPK, RecModel, rows
 
 
 def disarm_gradient(logits: Tensor, first: Tensor, second: Tensor, loss_first: Tensor,
@@ -284,8 +284,9 @@ class KRDN(RecModel):
         u, p = batch["users"], batch["pos"]
         total = 0.0
         for users, items in ((u_kg, i_kg), (u_cf, i_cf)):
-            neg_cos = F.normalize(users[u], dim=1) @ F.normalize(items[negs], dim=1).T  # (B, K)
-            total = total + ccl_loss(users[u], items[p], neg_cos, w, self.margin)
+            bu = rows(users, u)  # (B, d)
+            neg_cos = F.normalize(bu, dim=1) @ F.normalize(rows(items, negs), dim=1).T  # (B, K)
+            total = total + ccl_loss(bu, rows(items, p), neg_cos, w, self.margin)
         return total
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

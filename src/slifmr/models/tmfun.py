@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slifmr.graphs.adjacency import SparseOperator
-from slifmr.models.base import TOPK, RecModel
+from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.encoders.interaction import lightgcn_readout
 from slifmr.models.encoders.raw_features import RawFeatures, require_features
 from slifmr.models.losses import bpr_loss, l2_reg
@@ -41,10 +41,14 @@ def attention_fusion(query: Tensor, views: Tensor, w_q: Tensor, w_k: Tensor) -> 
 
 def inter_modal_infonce(a: Tensor, b: Tensor, tau: float) -> Tensor:
     """Symmetric in-batch InfoNCE between two modality views of the same items (cosine / tau):
-    ``mean_i [ -log softmax_j(s_ij)_i - log softmax_j(s_ji)_i ] / 2``. a, b: (B, d)."""
+    ``mean_i [ -log softmax_j(s_ij)_i - log softmax_j(s_ji)_i ] / 2``. a, b: (B, d).
+
+    Written as logsumexp minus the diagonal rather than ``F.cross_entropy(logits, arange(B))``
+    (the same value): cross_entropy's ``nll_loss`` has no deterministic CUDA kernel, so it would
+    raise under ``trainer.deterministic=true``."""
     logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / tau  # (B, B)
-    target = torch.arange(a.shape[0], device=a.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    diag = logits.diagonal()  # (B,)
+    return 0.5 * ((torch.logsumexp(logits, dim=1) - diag).mean() + (torch.logsumexp(logits, dim=0) - diag).mean())
 
 
 class TMFUN(RecModel):
@@ -135,13 +139,13 @@ class TMFUN(RecModel):
         users, pos, neg = batch["users"], batch["pos"], batch["neg"]
         views = self.modality_views()
         u_all, i_all = self.forward(views)
-        u = u_all[users]
-        bpr = bpr_loss((u * i_all[pos]).sum(-1), (u * i_all[neg]).sum(-1))
+        u = rows(u_all, users)
+        bpr = bpr_loss((u * rows(i_all, pos)).sum(-1), (u * rows(i_all, neg)).sum(-1))
         reg = l2_reg(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
         items = torch.unique(pos)  # each positive item once: a repeat would be its own negative
         cl = torch.zeros((), device=self.device)
         for j, a in enumerate(self.modalities):
             for b in self.modalities[j + 1:]:
-                cl = cl + inter_modal_infonce(views[a][items], views[b][items], self.tau)
+                cl = cl + inter_modal_infonce(rows(views[a], items), rows(views[b], items), self.tau)
         total = bpr + self.reg_weight * reg + self.cl_weight * cl
         return {"loss": total, "bpr": bpr, "reg": reg, "cl": cl}
