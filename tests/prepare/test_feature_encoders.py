@@ -17,6 +17,7 @@ PIL = pytest.importorskip("PIL", reason="image encoder needs pillow")
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from slifmr.errors import DataError  # noqa: E402
 from slifmr.features import FeatureModelError  # noqa: E402
 from slifmr.features.image import ImageEncoderConfig, encode_images  # noqa: E402
 from slifmr.features.text import TextEncoderConfig, encode_texts  # noqa: E402
@@ -48,6 +49,32 @@ def tiny_resnet(tmp_path_factory) -> str:
     cfg = transformers.ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
                                     layer_type="basic")
     transformers.ResNetModel(cfg).save_pretrained(d)
+    # its own preprocessing, as microsoft/resnet-50 ships it (ConvNext processor), at 32 px
+    _processor("ConvNextImageProcessor", size={"shortest_edge": 32}, crop_pct=0.875).save_pretrained(d)
+    return str(d)
+
+
+def _processor(kind: str, **kw):
+    """A transformers image processor by class name (its PIL backend where torchvision is absent)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "requires torchvision ... falling back to the PIL backend"
+        return getattr(transformers, kind)(**kw)
+
+
+MEAN, STD = [0.2, 0.4, 0.6], [0.5, 0.25, 0.8]  # deliberately not ImageNet's
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory) -> str:
+    """A 16x16 ViT whose processor only rescales and normalises with its own mean/std."""
+    d = tmp_path_factory.mktemp("vit")
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=20)
+    transformers.ViTModel(cfg).save_pretrained(d)
+    _processor("ViTImageProcessor", do_resize=False, image_mean=MEAN, image_std=STD).save_pretrained(d)
     return str(d)
 
 
@@ -74,7 +101,7 @@ def test_image_shapes_masks_and_counts(tiny_resnet, tmp_path):
         Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(tmp_path / f"{name}.{ext}",
                                                                                  format="PNG" if ext != "jpg" else "JPEG")
     (tmp_path / "i3.jpg").write_bytes(b"not an image")
-    cfg = ImageEncoderConfig(model=tiny_resnet, batch_size=2, device="cpu", size=32)
+    cfg = ImageEncoderConfig(model=tiny_resnet, batch_size=2, device="cpu")
     enc = encode_images(["i1", "i2", "i3", "i4", "i5"], tmp_path, cfg, show_progress=False)
     assert enc.matrix.shape == (5, 16) and enc.matrix.dtype == np.float32
     assert enc.mask.tolist() == [True, True, False, True, False]
@@ -88,9 +115,98 @@ def test_unloadable_model_names_it_and_the_offline_hint(tmp_path, monkeypatch):
     with pytest.raises(FeatureModelError) as info:
         encode_texts(["a"], TextEncoderConfig(model=missing), show_progress=False)
     assert f"could not load text model '{missing}'" in str(info.value) and "HF_HUB_OFFLINE" in str(info.value)
-    with pytest.raises(FeatureModelError, match="image model 'org/definitely-not-here'.*HF_HUB_OFFLINE"):
+    with pytest.raises(FeatureModelError, match="image model 'org/definitely-not-here'.*HF_HUB_OFFLINE") as info:
         encode_images(["i"], _one_image(tmp_path), ImageEncoderConfig(model="org/definitely-not-here"),
                       show_progress=False)
+    assert "offline" in str(info.value) and "use a local folder" in str(info.value)
+    assert "AutoImageProcessor.from_pretrained(NAME).save_pretrained(DIR)" in str(info.value)
+
+
+def test_image_rows_use_the_backbones_own_processor(tiny_vit, tmp_path):
+    """Row = the model on pixels normalised with ITS processor's mean/std (computed by hand here),
+    not ImageNet's; the settings record that processor and the input size it produced."""
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
+    for k in range(2):
+        Image.fromarray(raw[k]).save(tmp_path / f"i{k}.png")
+    enc = encode_images(["i0", "i1"], tmp_path, ImageEncoderConfig(model=tiny_vit, device="cpu"), show_progress=False)
+    model = transformers.AutoModel.from_pretrained(tiny_vit).eval()
+
+    def by_hand(mean, std):
+        x = (raw.astype(np.float64) / 255.0 - np.array(mean)) / np.array(std)  # (2, 16, 16, 3)
+        with torch.no_grad():
+            return model(pixel_values=torch.tensor(x.transpose(0, 3, 1, 2), dtype=torch.float32)).pooler_output.numpy()
+
+    np.testing.assert_allclose(enc.matrix, by_hand(MEAN, STD), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(enc.matrix, by_hand([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), atol=1e-3)
+    s = enc.settings
+    assert s["backend"] == "transformers" and s["revision"] == "local folder"
+    assert s["processor"].startswith("ViTImageProcessor") and s["pooling"] == "pooler_output"
+    assert s["preprocessing"]["image_mean"] == pytest.approx(MEAN) and s["preprocessing"]["do_resize"] is False
+    assert s["input_size"] == [16, 16] and s["dim"] == 16
+
+
+def test_image_model_without_a_processor_is_an_error_naming_how_to_save_one(tmp_path):
+    d = tmp_path / "bare"
+    cfg = transformers.ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8], depths=[1], layer_type="basic")
+    transformers.ResNetModel(cfg).save_pretrained(d)
+    with pytest.raises(FeatureModelError, match="no image processor.*AutoImageProcessor.from_pretrained"):
+        encode_images(["i"], _one_image(tmp_path), ImageEncoderConfig(model=str(d)), show_progress=False)
+
+
+def test_timm_backbone_uses_timms_data_config_and_a_local_weights_file(tmp_path, monkeypatch):
+    """timm (not installed here) faked at its API: create_model gets the local weights file, the
+    pixels come from create_transform(resolve_model_data_config(model)), and both are recorded."""
+    import sys
+    import types
+
+    calls = {}
+
+    class Net(torch.nn.Module):  # num_classes=0 -> pooled features (b, 3)
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
+
+    def create_model(name, pretrained, num_classes, **kw):
+        calls.update(name=name, pretrained=pretrained, num_classes=num_classes, **kw)
+        return Net()
+
+    data_cfg = {"input_size": (3, 8, 8), "interpolation": "bicubic", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+                "crop_pct": 1.0, "crop_mode": "center"}
+
+    def create_transform(input_size, mean, std, is_training, **_):
+        assert not is_training
+
+        def t(img):
+            a = np.asarray(img.resize(input_size[1:]), dtype=np.float32) / 255.0
+            return torch.tensor(((a - mean) / std).transpose(2, 0, 1))
+        return t
+
+    fake = types.ModuleType("timm")
+    fake.create_model = create_model
+    fake.data = types.SimpleNamespace(resolve_model_data_config=lambda model: dict(data_cfg),
+                                      create_transform=create_transform)
+    monkeypatch.setitem(sys.modules, "timm", fake)
+    d = tmp_path / "imgs"
+    d.mkdir()
+    Image.new("RGB", (20, 10), (255, 0, 51)).save(d / "a.png")
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"x")
+    enc = encode_images(["a", "b"], d, ImageEncoderConfig(model="timm:resnet50.a1_in1k", weights=str(weights)),
+                        show_progress=False)
+    assert calls == {"name": "resnet50.a1_in1k", "pretrained": True, "num_classes": 0,
+                     "pretrained_cfg_overlay": {"file": str(weights)}}
+    np.testing.assert_allclose(enc.matrix[0], [1.0, -1.0, 51 / 127.5 - 1.0], atol=1e-5)  # (v/255 - .5)/.5
+    assert enc.mask.tolist() == [True, False]
+    assert enc.settings["backend"] == "timm" and enc.settings["input_size"] == [8, 8]
+    assert enc.settings["preprocessing"]["input_size"] == [3, 8, 8] and enc.settings["weights"] == str(weights)
+    # offline with neither a weights file nor HF_HUB_OFFLINE: at once, naming the ways out
+    monkeypatch.setattr("slifmr.features.image.hub_offline", lambda: True)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    with pytest.raises(FeatureModelError, match="offline.*HF_HUB_OFFLINE=1.*--image-weights"):
+        encode_images(["a"], d, ImageEncoderConfig(model="timm:resnet50.a1_in1k"), show_progress=False)
+    with pytest.raises(DataError, match="for timm:<name> backbones"):
+        encode_images(["a"], d, ImageEncoderConfig(model="some/hf-model", weights=str(weights)), show_progress=False)
 
 
 def _one_image(tmp_path):
@@ -110,7 +226,7 @@ def test_prepare_with_encoders_through_the_cli(tiny_bert, tiny_resnet, tmp_path,
     out = tmp_path / "out"
     code = main(["kgat", str(src), str(out), "--quiet", "--item-meta", str(tmp_path / "meta.tsv"),
                  "--text-columns", "title,categories", "--text-model", tiny_bert, "--image-dir", str(imgs),
-                 "--image-model", tiny_resnet, "--image-size", "32", "--image-name", "photo", "--device", "cpu"])
+                 "--image-model", tiny_resnet, "--image-name", "photo", "--device", "cpu"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     text_mask, photo_mask = np.load(out / "text_mask.npy"), np.load(out / "photo_mask.npy")
@@ -126,6 +242,9 @@ def test_prepare_with_encoders_through_the_cli(tiny_bert, tiny_resnet, tmp_path,
     assert (used["backend"], used["pooling"], used["normalize"], used["revision"]) == \
         ("transformers", "mean", False, "local folder")
     assert m["settings"]["features"]["photo"]["image_files"]["files"] == 2
+    photo = m["settings"]["features"]["photo"]["used"]  # the processor that ran: shortest edge 32/0.875, crop 32
+    assert photo["processor"].startswith("ConvNextImageProcessor") and photo["input_size"] == [32, 32]
+    assert photo["preprocessing"]["size"] == {"shortest_edge": 32} and photo["preprocessing"]["crop_pct"] == 0.875
     assert m["features"]["image"]["coverage"] == 3  # the source's own feature is kept alongside
 
 

@@ -2,7 +2,8 @@
 
 * :mod:`slifmr.features.text`  -- a Hugging Face text model (mean pooling) or a
   sentence-transformers model over item text (title, description, categories ...).
-* :mod:`slifmr.features.image` -- an image backbone (``transformers`` ResNet/ViT/..., or timm)
+* :mod:`slifmr.features.image` -- an image backbone (``transformers`` ResNet/ViT/..., or timm) with
+  its own preprocessing (``AutoImageProcessor`` / timm data config)
   over a folder of ``<item_id>.jpg/png`` files.
 
 Both return an :class:`EncodedFeature`: a float32 matrix with one row per item *and* a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -89,3 +90,17 @@ def assemble(n: int, present: Sequence[int], rows: np.ndarray, dim: int) -> tupl
         matrix[idx] = rows
         mask[idx] = True
     return matrix, mask
+
+
+def hub_offline(timeout: float = 3.0) -> bool:
+    """True when HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set or the Hub cannot be reached:
+    then only local folders and the local cache are used (no minute of hub retries)."""
+    if any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://", 1)[-1].split("/", 1)[0]
+    try:
+        with socket.create_connection((host.split(":")[0], 443), timeout=timeout):
+            return False
+    except OSError:
+        return True

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from slifmr.features._common import (
     FeatureModelError,
     assemble,
     batches,
+    hub_offline,
     load_error,
     progress,
     require,
@@ -118,20 +117,6 @@ def resolve_text_settings(cfg: TextEncoderConfig, own: dict | None, have_st: boo
 
 def have_sentence_transformers() -> bool:
     return importlib.util.find_spec("sentence_transformers") is not None
-
-
-def hub_offline(timeout: float = 3.0) -> bool:
-    """True when HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set or the Hub cannot be reached:
-    then only local folders and the local cache are used (no minute of hub retries)."""
-    if any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return True
-    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://", 1)[-1].split("/", 1)[0]
-    try:
-        with socket.create_connection((host.split(":")[0], 443), timeout=timeout):
-            return False
-    except OSError:
-        return True
 
 
 def encode_texts(texts: Sequence[str | None], cfg: TextEncoderConfig, show_progress: bool = True) -> EncodedFeature:

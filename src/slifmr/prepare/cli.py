@@ -75,7 +75,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--text-name", default="text", help="modality name of the text feature")
     g.add_argument("--image-dir", help="folder of <item_id>.jpg/.png images")
     g.add_argument("--image-model", help="transformers vision model (name or path) or timm:<name>")
-    g.add_argument("--image-size", type=int, help="crop size (default: the model's, else 224)")
+    g.add_argument("--image-weights", help="timm:<name> only: a local checkpoint file of the model (offline use); "
+                   "transformers models preprocess and load from their own folder")
     g.add_argument("--image-name", default="image", help="modality name of the image feature")
     g.add_argument("--batch-size", type=int, default=32, help="encoder batch size")
     g.add_argument("--device", default="auto", help="encoder device: auto, cpu, cuda, cuda:1 ...")
@@ -105,7 +106,8 @@ def request(args: argparse.Namespace) -> PrepareRequest:
                 "normalize": args.text_normalize, "revision": args.text_revision}
     image = None
     if args.image_model:
-        image = {"model": args.image_model, "batch_size": args.batch_size, "device": args.device, "size": args.image_size}
+        image = {"model": args.image_model, "batch_size": args.batch_size, "device": args.device,
+                 "weights": args.image_weights}
     return PrepareRequest(
         layout=args.layout, input=args.input, output=args.output, name=args.name, source_name=args.source_name,
         csv=CsvOptions(args.user_col, args.item_col, args.time_col, args.rating_col, args.min_rating,

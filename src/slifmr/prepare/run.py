@@ -237,8 +237,9 @@ def _encode(
         enc = encode_images(p.item_ids, req.image_dir, cfg, req.progress)
         _add(p, req.image_name, enc, origins, f"image encoder {cfg.model}")
         images = [f for f in find_images(p.item_ids, req.image_dir) if f is not None]
+        # requested settings, then what ran (backend, revision, the backbone's own preprocessing, pooling)
         settings[req.image_name] = {"encoder": "image", **asdict(cfg), "image_dir": str(req.image_dir),
-                                    "image_files": image_digest(images)}
+                                    "image_files": image_digest(images), "used": enc.settings}
     return texts, settings
 
 
