@@ -43,7 +43,7 @@ def topn_per_row(rows: Tensor, cols: Tensor, vals: Tensor, n: int) -> tuple[Tens
     order = order[torch.argsort(rows[order], stable=True)]
     r = rows[order]
     start = torch.searchsorted(r, r, right=False)
-    keep = order[(torch.arange(len(r)) - start) < n]
+    keep = order[(torch.arange(len(r), device=r.device) - start) < n]
     return rows[keep], cols[keep], vals[keep]
 
 
@@ -76,13 +76,14 @@ class SelfLoopCallback(pl.Callback):
     # -- the refresh ---------------------------------------------------------------------------
     def build(self, items: Tensor, settings: SelfLoopSettings) -> Tensor:
         """Raw top-N cosine graph (I, I) of item representations, mixed with the previous one
-        in ``accumulate`` mode (``(1-m) G^{n-1} + m G^n``, re-sparsified to top-N per row)."""
+        in ``accumulate`` mode (``(1-m) G^{n-1} + m G^n``, re-sparsified to top-N per row).
+        Computed on the representations' device (the model's), in row chunks."""
         n, m = settings.top_n, settings.momentum
         # weighted kNN drops non-positive cosines: no evidence of similarity, no edge (nor `sim` triple)
-        new = knn_adjacency(items.detach().float().cpu(), n, chunk_size=self.chunk_size)
+        new = knn_adjacency(items.detach().float(), n, chunk_size=self.chunk_size)
         if settings.mode != "accumulate" or self.raw is None:
             return new
-        mixed = ((1 - m) * self.raw + m * new).coalesce()
+        mixed = ((1 - m) * self.raw.to(new.device) + m * new).coalesce()
         rows, cols, vals = topn_per_row(*mixed.indices(), mixed.values(), n)
         return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, mixed.shape, check_invariants=False).coalesce()
 
@@ -116,6 +117,7 @@ class SelfLoopCallback(pl.Callback):
         previous = self.raw
         self.raw = self.shared(trainer, lambda: self.build(model.item_representations(), self.settings))
         store.set_item_graph(self.raw, self.settings.a_block)
+        self.prepare(pl_module)  # the graphs G^n enters, rebuilt now (on the device), not in the next step
         seconds = time.perf_counter() - t0
         self.last_refresh_epoch = trainer.current_epoch
         self.n_refreshes += 1
@@ -123,7 +125,7 @@ class SelfLoopCallback(pl.Callback):
                  "self_loop/g_share": self.g_share(store)}
         if previous is not None:
             stats["self_loop/jaccard_prev"] = edge_jaccard(previous, self.raw)
-        knn = store.feature_knn_raw(model.knn_k)
+        knn = store.feature_knn_raw(model.knn_k, self.raw.device)
         if knn:
             stats["self_loop/overlap_feature_knn"] = max(edge_overlap(self.raw, g) for g in knn)
         pl_module.log_dict(stats, on_step=False, on_epoch=True)
@@ -131,10 +133,18 @@ class SelfLoopCallback(pl.Callback):
     def g_share(self, store: GraphSource) -> float:
         """Mean over items of the share of an item row's normalised A^n weight that G carries
         (the whole, unpruned A^n of evaluation): how much the self-loop graph can act at all."""
-        adj = interaction_graph(store.train_users, store.train_items, store.n_users, store.n_items,
-                                self.raw, self.settings.a_block)
+        on = store.inputs(self.raw.device)
+        adj = interaction_graph(on["users"], on["items"], store.n_users, store.n_items, self.raw, self.settings.a_block)
         share = item_block_share(adj, store.n_users)
         return float(share[~share.isnan()].mean()) if (~share.isnan()).any() else 0.0
+
+    @staticmethod
+    def prepare(pl_module: pl.LightningModule) -> None:
+        """Have the model rebuild the whole graphs it reads (``prepare_graphs(training=False)``)
+        from the store's new G^n: a model without that hook builds them on first use."""
+        prepare = getattr(pl_module, "prepare_graphs", None)
+        if callable(prepare):
+            prepare(training=False)
 
     # -- state ---------------------------------------------------------------------------------
     def _push(self, trainer: pl.Trainer, raw: Tensor | None) -> None:
@@ -143,8 +153,12 @@ class SelfLoopCallback(pl.Callback):
             dm.graphs.set_item_graph(raw, self.settings.a_block)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # After a resume, load_state_dict has restored self.raw: the run continues on that graph.
+        # After a resume, load_state_dict has restored self.raw (on the CPU): the run continues on
+        # that graph, moved to the model's device once here.
         if self.enabled:
+            device = pl_module.device
+            self.raw = None if self.raw is None else self.raw.to(device)
+            self.eval_raw = None if self.eval_raw is None else self.eval_raw.to(device)
             self._push(trainer, self.raw)
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -179,8 +193,8 @@ class SelfLoopCallback(pl.Callback):
         state: dict = {"last_refresh_epoch": self.last_refresh_epoch, "n_refreshes": self.n_refreshes,
                        "n_items": None}
         for which, g in (("raw", self.raw), ("eval", self.eval_raw)):
-            if g is not None:
-                state[f"{which}_indices"], state[f"{which}_values"] = g.indices(), g.values()
+            if g is not None:  # on the CPU: a checkpoint loads on any machine
+                state[f"{which}_indices"], state[f"{which}_values"] = g.indices().cpu(), g.values().cpu()
                 state["n_items"] = g.shape[0]
         return state
 

@@ -4,6 +4,12 @@ Models never build graphs; they ask the store. The store is also the single door
 the self-loop callback feeds its item-item graph back upstream (SPEC / ARCHITECTURE):
 ``set_item_graph`` changes what ``interaction_adj``, ``feature_graphs`` and ``kg_edges``
 return from then on.
+
+Every graph is built on the device that asks for it (the model's), from the store's inputs copied
+there once (:meth:`GraphStore.inputs`), and the per-epoch pruning samples are drawn there from a
+generator on that device: a training step only reads cached graphs (the model builds them before
+its steps, ``prepare_graphs``), never copies one from the host. On the CPU the samples are the
+same numbers as before (a CPU generator with the same seed), so CPU results are unchanged.
 """
 
 from __future__ import annotations
@@ -45,12 +51,14 @@ class GraphStore:
         self.masks = {k: torch.as_tensor(v, dtype=torch.bool) for k, v in ds.feature_masks.items()}
         self.knn_chunk, self.seed = knn_chunk, seed
         self.epoch = 0
-        self.item_graph: Tensor | None = None  # (I, I) COO raw cosine G^n from the self-loop callback
+        self.item_graph: Tensor | None = None  # (I, I) COO raw cosine G^n from the self-loop callback, on its device
         self.a_block = "cosine"  # how G^n's values enter A and S (graphs/self_loop.py)
-        self._feature_knn_raw: dict[int, list[Tensor]] = {}  # k -> per-modality raw S^0
+        self._feature_knn_raw: dict[tuple[int, str], list[Tensor]] = {}  # (k, device) -> per-modality raw S^0
         self._frozen_knn: dict[tuple, Tensor] = {}  # frozen_item_graph's CPU COO, kept across set_item_graph
         self._knn_lists: dict[tuple[str, int], tuple[Tensor, Tensor, Tensor]] = {}  # (modality, k) -> kNN search
+        self._inputs: dict = {}  # device (or ("features", device)) -> the inputs copied there
         self._cache: dict[tuple, object] = {}
+        self.builds: dict[str, int] = {}  # graph kind -> builds so far (what a test counts)
 
     @property
     def n_kg_relations(self) -> int:
@@ -72,14 +80,42 @@ class GraphStore:
         """The self-loop door: inject an (I, I) item-item graph (raw cosine values) into A and S,
         its values entering as ``a_block`` says (graphs/self_loop.py), and its edges into the KG."""
         self.a_block = check_a_block(a_block)
-        self.item_graph = None if graph is None else graph.coalesce().cpu()
+        self.item_graph = None if graph is None else graph.detach().coalesce()  # stays on its device
         self._cache.clear()
 
-    def _generator(self, stream: str) -> torch.Generator:
-        """The (seed, epoch) generator of one named sample stream (:data:`STREAMS`)."""
+    @staticmethod
+    def _device(device: torch.device | str) -> torch.device:
+        return torch.device(device)
+
+    def inputs(self, device: torch.device | str) -> dict[str, Tensor]:
+        """The train interactions (``users``, ``items``) and KG triples (``kg``, (T, 3), or absent)
+        on ``device``, copied there once: every graph for that device is built from these."""
+        key = str(self._device(device))
+        if key not in self._inputs:
+            on = {"users": self.train_users.to(device), "items": self.train_items.to(device)}
+            if self.kg is not None:
+                on["kg"] = self.kg.to(device)
+            self._inputs[key] = on
+        return self._inputs[key]
+
+    def features_on(self, device: torch.device | str) -> dict[str, tuple[Tensor, Tensor]]:
+        """modality -> (raw features (I, d_m), mask (I,) bool) on ``device``, copied there once
+        (a model that reads the raw features in its steps must not copy them per step)."""
+        key = ("features", str(self._device(device)))
+        if key not in self._inputs:
+            self._inputs[key] = {m: (self.features[m].to(device), self.masks[m].to(device)) for m in self.features}
+        return self._inputs[key]
+
+    def _item_graph_on(self, device: torch.device | str) -> Tensor | None:
+        return None if self.item_graph is None else self.item_graph.to(device)
+
+    def _generator(self, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
+        """The (seed, epoch) generator of one named sample stream (:data:`STREAMS`), on ``device``
+        (CUDA draws differ from the CPU's, but are the same for the same seed on the same device)."""
         if stream not in STREAMS:
             raise ValueError(f"unknown pruning stream {stream!r}; known: {sorted(STREAMS)}")
-        return torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 7 + STREAMS[stream])
+        seed = (self.seed * 1_000_003 + self.epoch) * 7 + STREAMS[stream]
+        return torch.Generator(device=self._device(device)).manual_seed(seed)
 
     # -- graphs -------------------------------------------------------------------------------
     def item_popularity(self) -> Tensor:
@@ -92,19 +128,23 @@ class GraphStore:
         return check_prune_ratio(ratio, "prune ratio") if prune else 0.0
 
     def _cached(self, key: tuple, build):
-        """Cache per key; a key's last element says whether it depends on the epoch's pruning."""
+        """Cache per key; a key's first element names the graph kind (counted in :attr:`builds`),
+        its last says whether it depends on the epoch's pruning."""
         if key not in self._cache:
             self._cache[key] = build()
+            self.builds[key[0]] = self.builds.get(key[0], 0) + 1
         return self._cache[key]
 
-    def _interaction_op(self, ratio: float, stream: str) -> SparseOperator:
-        """A on CPU, degree-pruned at ``ratio`` (> 0) with the (seed, epoch) sample of ``stream``,
-        re-normalised on the kept edges, with the self-loop graph as item-item block."""
-        u, i = self.train_users, self.train_items
+    def _interaction_op(self, ratio: float, stream: str, device: torch.device | str) -> SparseOperator:
+        """A on ``device``, degree-pruned at ``ratio`` (> 0) with the (seed, epoch) sample of
+        ``stream``, re-normalised on the kept edges, with the self-loop graph as item-item block."""
+        on = self.inputs(device)
+        u, i = on["users"], on["items"]
         if ratio > 0:
-            keep = prune_edges(u, i + self.n_users, ratio, self._generator(stream))
+            n_nodes = self.n_users + self.n_items
+            keep = prune_edges(u, i + self.n_users, ratio, self._generator(stream, device), n_nodes=n_nodes)
             u, i = u[keep], i[keep]
-        adj = interaction_graph(u, i, self.n_users, self.n_items, self.item_graph, self.a_block)
+        adj = interaction_graph(u, i, self.n_users, self.n_items, self._item_graph_on(device), self.a_block)
         # a directed self-loop block makes A asymmetric: then the backward needs the real A^T
         return SparseOperator(adj, symmetric=self.item_graph is None)
 
@@ -115,9 +155,10 @@ class GraphStore:
         ``prune=False``: the whole graph), with the self-loop graph as item-item block (Eq. 18)."""
         r = self._ratio(prune, ratio)
         if r == 0:
-            return self._cached(("A", str(device), None, False), lambda: self._interaction_op(0.0, stream).to(device))
-        self._generator(stream)  # an unknown stream fails here, not inside the cached build
-        return self._cached(("A", str(device), r, stream, True), lambda: self._interaction_op(r, stream).to(device))
+            return self._cached(("A", str(device), None, False), lambda: self._interaction_op(0.0, stream, device))
+        if stream not in STREAMS:  # an unknown stream fails here, not inside the cached build
+            self._generator(stream)
+        return self._cached(("A", str(device), r, stream, True), lambda: self._interaction_op(r, stream, device))
 
     def frozen_item_graph(self, weights: dict[str, float], k: int, weighted: bool = False,
                           device: torch.device | str = "cpu") -> SparseOperator:
@@ -137,11 +178,12 @@ class GraphStore:
         k = int(k)
         key = (tuple(sorted((m, float(w)) for m, w in weights.items())), k, bool(weighted))
         if key not in self._frozen_knn:
-            idx, val = [torch.zeros(2, 0, dtype=torch.long)], [torch.zeros(0)]
+            idx = [torch.zeros(2, 0, dtype=torch.long, device=device)]
+            val = [torch.zeros(0, device=device)]
             for m, w in weights.items():
                 if w == 0:
                     continue
-                g = knn_lists_to_adjacency(*self.knn_lists(m, k), self.n_items, weighted=weighted)
+                g = knn_lists_to_adjacency(*self.knn_lists(m, k, device), self.n_items, weighted=weighted)
                 g = laplacian_normalize(g)
                 idx.append(g.indices())
                 val.append(float(w) * g.values().float())
@@ -150,35 +192,36 @@ class GraphStore:
             self._frozen_knn[key] = torch.sparse_coo_tensor(torch.cat(idx, 1), torch.cat(val), (n, n),
                                                             check_invariants=False).coalesce()
         return self._cached(("S_frozen", str(device), key, False),
-                            lambda: SparseOperator(self._frozen_knn[key]).to(device))
+                            lambda: SparseOperator(self._frozen_knn[key].to(device)))
 
-    def knn_lists(self, modality: str, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    def knn_lists(self, modality: str, k: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
         """(rows, cols, cosines) of the chunked cosine top-k over one modality's raw features,
-        searched once per (modality, k): the SLIF-MR and FREEDOM graphs share it."""
+        searched once per (modality, k), on ``device`` (the first asker's): the SLIF-MR and
+        FREEDOM graphs share it. Returned on ``device``."""
         key = (modality, int(k))
         if key not in self._knn_lists:
-            self._knn_lists[key] = knn_graph(self.features[modality].float(), int(k), self.masks[modality],
-                                             self.knn_chunk)
-        return self._knn_lists[key]
+            feats, mask = self.features_on(device)[modality]
+            self._knn_lists[key] = knn_graph(feats.float(), int(k), mask, self.knn_chunk)
+        return tuple(t.to(device) for t in self._knn_lists[key])
 
-    def feature_knn_raw(self, k: int) -> list[Tensor]:
+    def feature_knn_raw(self, k: int, device: torch.device | str = "cpu") -> list[Tensor]:
         """Per-modality top-``k`` kNN graphs S^0 over raw features with their cosine values (Eq. 3); frozen."""
-        k = int(k)
-        if k not in self._feature_knn_raw:
-            self._feature_knn_raw[k] = [knn_lists_to_adjacency(*self.knn_lists(m, k), self.n_items)
-                                        for m in self.modalities]
-        return self._feature_knn_raw[k]
+        key = (int(k), str(device))
+        if key not in self._feature_knn_raw:
+            self._feature_knn_raw[key] = [knn_lists_to_adjacency(*self.knn_lists(m, k, device), self.n_items)
+                                          for m in self.modalities]
+        return self._feature_knn_raw[key]
 
-    def feature_knn(self, k: int) -> list[Tensor]:
+    def feature_knn(self, k: int, device: torch.device | str = "cpu") -> list[Tensor]:
         """Per-modality top-``k`` kNN graphs over raw features, Laplacian-normalised (Eq. 2-4); frozen."""
-        return [laplacian_normalize(g) for g in self.feature_knn_raw(k)]
+        return [laplacian_normalize(g) for g in self.feature_knn_raw(k, device)]
 
     def feature_graphs(self, k: int, device: torch.device | str = "cpu") -> list[SparseOperator]:
         """Per-modality S^m (top-``k``): ``norm(S^0 + G^n)``, the raw sum normalised once (Eq. 4, 18)."""
 
         def build() -> list[SparseOperator]:
-            return [SparseOperator(feature_graph(g, self.item_graph, self.a_block)).to(device)
-                    for g in self.feature_knn_raw(k)]
+            g_n = self._item_graph_on(device)
+            return [SparseOperator(feature_graph(g, g_n, self.a_block)) for g in self.feature_knn_raw(k, device)]
 
         return self._cached(("S", str(device), int(k), False), build)
 
@@ -187,17 +230,20 @@ class GraphStore:
         head, tail); ``rel_ptr`` (n_kg_relations + 1,) are the CSR offsets of each relation's
         segment. The result unpacks as that 3-tuple and carries ``.structure``, the edges'
         precomputed :class:`~slifmr.graphs.kg.KGStructure` (built once per graph version).
-        Degree-pruned (Eq. 6) at ``ratio`` as in :meth:`interaction_adj`."""
+        Degree-pruned (Eq. 6) at ``ratio`` as in :meth:`interaction_adj`. All on ``device``."""
         r = self._ratio(prune, ratio)
 
         def build() -> KGEdges:
-            triples = self.kg if self.kg is not None else torch.zeros(0, 3, dtype=torch.long)
+            triples = self.inputs(device).get("kg")
+            if triples is None:
+                triples = torch.zeros(0, 3, dtype=torch.long, device=device)
             if r > 0 and len(triples):
-                keep = prune_edges(triples[:, 0], triples[:, 2], r, self._generator("kg"))
+                keep = prune_edges(triples[:, 0], triples[:, 2], r, self._generator("kg", device),
+                                   n_nodes=self.n_entities)
                 triples = triples[keep]
             triples = add_inverse(triples, self.n_base_relations)
-            if self.item_graph is not None:
-                g = self.item_graph
+            g = self._item_graph_on(device)
+            if g is not None:
                 rows, cols = g.indices()
                 sim = torch.full_like(rows, 2 * self.n_base_relations)
                 triples = torch.cat([triples, torch.stack([rows, sim, cols], 1)])
@@ -205,10 +251,9 @@ class GraphStore:
             order = torch.argsort((triples[:, 1] * n + triples[:, 0]) * n + triples[:, 2], stable=True)
             triples = triples[order]
             counts = torch.bincount(triples[:, 1], minlength=self.n_kg_relations)
-            ptr = torch.zeros(self.n_kg_relations + 1, dtype=torch.long)
+            ptr = torch.zeros(self.n_kg_relations + 1, dtype=torch.long, device=triples.device)
             ptr[1:] = torch.cumsum(counts, 0)
             heads, tails = triples[:, 0], triples[:, 2]
-            structure = kg_structure(heads, tails, ptr, self.n_entities)
-            return KGEdges(heads.to(device), tails.to(device), ptr, structure.to(device))
+            return KGEdges(heads, tails, ptr, kg_structure(heads, tails, ptr, self.n_entities))
 
         return self._cached(("KG", str(device), r, r > 0), build)

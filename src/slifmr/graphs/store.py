@@ -21,7 +21,8 @@ Device = torch.device | str
 
 @runtime_checkable
 class GraphSource(Protocol):
-    """Train-split graphs and the inputs they are built from, cached per device.
+    """Train-split graphs and the inputs they are built from, built and cached on the device that
+    asks (the model's): a training step reads them, never builds or copies one.
 
     Pruning (Eq. 6) and kNN (Eq. 3) settings come with each call: they belong to the model.
     """
@@ -55,7 +56,11 @@ class GraphSource(Protocol):
 
     def feature_graphs(self, k: int, device: Device = "cpu") -> list[SparseOperator]: ...
 
-    def feature_knn_raw(self, k: int) -> list[Tensor]: ...
+    def features_on(self, device: Device) -> dict[str, tuple[Tensor, Tensor]]:
+        """modality -> (features (I, d_m), mask (I,)) on ``device``, copied there once."""
+        ...
+
+    def feature_knn_raw(self, k: int, device: Device = "cpu") -> list[Tensor]: ...
 
     def frozen_item_graph(self, weights: dict[str, float], k: int, weighted: bool = False,
                           device: Device = "cpu") -> SparseOperator: ...

@@ -106,10 +106,8 @@ class SLIFMR(RecModel):
     def _feature_x0(self) -> Tensor:
         x0 = self.item_emb.weight
         if self.feature_input == "projected":
-            feats = self.graphs.features
-            masks = self.graphs.masks
-            proj = [self.feature_proj[m](feats[m].to(self.device)) * masks[m].to(self.device).unsqueeze(1)
-                    for m in self.feature_proj]
+            on = self.graphs.features_on(self.device)  # modality -> (features (I, d_m), mask (I,)), cached there
+            proj = [self.feature_proj[m](on[m][0].float()) * on[m][1].unsqueeze(1) for m in self.feature_proj]
             x0 = x0 + torch.stack(proj).sum(0)
         return x0
 
@@ -117,19 +115,44 @@ class SLIFMR(RecModel):
         """(x̄_u (U, d), [x̄_i, x̃_i, x̂_i] each (I, d), in that order, minus ablated views).
         Degree-sensitive pruning (Eq. 6) of A and G_k at ``prune_ratio``
         applies to training only; evaluation sees the whole graphs."""
+        adj, s_graphs, kg = self.step_graphs(self.training)
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        adj = self.graphs.interaction_adj(self.device, prune=self.training, ratio=self.prune_ratio)
         bar = lightgcn_readout(adj, ego, self.L_b, self.readout)
         bar_u, bar_i = bar[: self.n_users], bar[self.n_users :]
         views = [bar_i]
         if self.use_mm:
-            views.append(self.feature_encoder(self.graphs.feature_graphs(self.knn_k, self.device), self._feature_x0()))
+            views.append(self.feature_encoder(s_graphs, self._feature_x0()))
         if self.use_kg:
-            heads, tails, ptr, structure = self.graphs.kg_edges(self.device, prune=self.training,
-                                                             ratio=self.prune_ratio)
+            heads, tails, ptr, structure = kg
             x0 = torch.cat([self.item_emb.weight, self.entity_emb.weight[: self.meta["n_entities"] - self.n_items]])
             views.append(self.kg_encoder(x0, heads, tails, ptr, structure)[: self.n_items])
         return bar_u, views
+
+    def step_graphs(self, training: bool) -> tuple:
+        """(A, [S^m] or None, KG edges or None) of a training (pruned) or evaluation (whole) pass,
+        on the model's device, from the store's cache (built on the first ask)."""
+        g, dev = self.graphs, self.device
+        ratio = self.prune_ratio
+        adj = g.interaction_adj(dev, prune=training, ratio=ratio)
+        s_graphs = g.feature_graphs(self.knn_k, dev) if self.use_mm else None
+        if self.use_mm and self.feature_input == "projected":
+            g.features_on(dev)
+        kg = g.kg_edges(dev, prune=training, ratio=ratio) if self.use_kg else None
+        return adj, s_graphs, kg
+
+    def prepare_graphs(self, training: bool = True) -> None:
+        """Build every graph the coming passes read before they run, so no training step builds or
+        copies one: at each train epoch's start (this epoch's pruning sample, and the whole graphs of
+        its validation) and, with ``training=False``, right after a self-loop refresh (the whole
+        graphs it changed; the next epoch's pruned ones need that epoch's sample)."""
+        if self.graphs is None:
+            return
+        if training:
+            self.step_graphs(True)
+        self.step_graphs(False)
+
+    def on_train_epoch_start(self) -> None:
+        self.prepare_graphs()
 
     VIEW_NAMES = ("interaction", "feature", "kg")
 

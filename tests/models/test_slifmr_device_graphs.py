@@ -1,0 +1,151 @@
+"""Issue 13 item 1: SLIF-MR's graphs are built on the model's device before the steps that read
+them. Every training step only reads cached graphs: no graph build (counted by the store), no host
+read of a tensor (a sync on a GPU), no host-device copy; a self-loop refresh rebuilds what it
+changed at refresh time."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from slifmr.callbacks.self_loop import SelfLoopCallback
+from slifmr.config import register_resolvers
+from slifmr.data.synthetic_datamodule import SyntheticDataModule
+from slifmr.graphs.adjacency import SparseOperator
+
+register_resolvers()
+
+SYNC = "aten::_local_scalar_dense"  # .item(), int(t), bool(t), .tolist(): a host read (a sync on a GPU)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def slifmr_config(**model):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="slifmr.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["model=slifmr"] + [f"model.{k}={v}" for k, v in model.items()])
+    return cfg.model
+
+
+def data() -> SyntheticDataModule:
+    dm = SyntheticDataModule(name="device-graphs", n_users=120, n_items=60, batch_size=256, eval_batch_size=64)
+    dm.setup()
+    return dm
+
+
+def model_on(dm, device: str, **model):
+    torch.manual_seed(0)
+    m = instantiate(slifmr_config(**model), meta=dm.meta, _convert_="all").to(device)
+    m.attach(dm.graphs)
+    return m
+
+
+def graph_tensors(obj):
+    """Every tensor inside a cached graph object (SparseOperator, KGEdges and its structure, lists)."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, SparseOperator):
+        yield from (obj.a, obj.a_t)
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from graph_tensors(o)
+    elif hasattr(obj, "__dataclass_fields__"):
+        for name in obj.__dataclass_fields__:
+            yield from graph_tensors(getattr(obj, name))
+
+
+class StepWatch(pl.Callback):
+    """The store's build counts around every training step, and the graphs' devices."""
+
+    def __init__(self):
+        self.during_steps: list[tuple[int, dict, dict]] = []
+        self.devices: set[torch.device] = set()
+        self.after_refresh: dict[int, dict] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._before = dict(trainer.datamodule.graphs.builds)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        store = trainer.datamodule.graphs
+        self.during_steps.append((trainer.current_epoch, self._before, dict(store.builds)))
+        for value in store._cache.values():
+            self.devices.update(t.device for t in graph_tensors(value))
+
+    def on_train_epoch_end(self, trainer, pl_module):  # runs after SelfLoopCallback's (listed first)
+        self.after_refresh[trainer.current_epoch] = dict(trainer.datamodule.graphs.builds)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_no_training_step_builds_a_graph_and_refresh_rebuilds_at_refresh_time(tmp_path, device):
+    dm = data()
+    model = model_on(dm, device, prune_ratio=0.3, **{"self_loop.interval": 1})
+    watch = StepWatch()
+    trainer = pl.Trainer(max_epochs=3, accelerator="gpu" if device == "cuda" else "cpu", devices=1, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                         num_sanity_val_steps=0, limit_val_batches=1, reload_dataloaders_every_n_epochs=1,
+                         default_root_dir=str(tmp_path), callbacks=[SelfLoopCallback(), watch])
+    trainer.fit(model, datamodule=dm)
+    assert len(watch.during_steps) >= 3 and {e for e, _, _ in watch.during_steps} == {0, 1, 2}
+    for epoch, before, after in watch.during_steps:
+        assert before == after, f"epoch {epoch}: a training step built graphs: {before} -> {after}"
+    # the refresh after epoch 0 rebuilt A, S and the KG (G^n enters all three) before epoch 1's steps
+    first_step_epoch1 = next(b for e, b, _ in watch.during_steps if e == 1)
+    for kind in ("A", "S", "KG"):
+        assert watch.after_refresh[0][kind] > next(b for e, b, _ in watch.during_steps if e == 0)[kind], kind
+        assert first_step_epoch1[kind] >= watch.after_refresh[0][kind]
+    assert watch.devices == {model.device}, watch.devices
+
+
+def test_first_step_after_a_refresh_reads_only_prepared_graphs_and_never_syncs():
+    """CPU stand-in for the CUDA check below: right after a refresh and the epoch's prepare, one
+    step (no warm-up) builds nothing and reads no tensor on the host."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dm = data()
+    store = dm.graphs
+    model = model_on(dm, "cpu", prune_ratio=0.3)
+    batch = dm.train_dataloader().dataset[0]  # (train_dataloader sets the store's epoch to 0)
+    cb = SelfLoopCallback()
+    store.set_item_graph(cb.build(model.item_representations(), model.self_loop))
+    SelfLoopCallback.prepare(model)
+    store.set_epoch(1)  # the next epoch: a new pruning sample
+    model.prepare_graphs()
+    before = dict(store.builds)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        model.loss(batch)["loss"].backward()
+    assert store.builds == before
+    names = [e.name for e in prof.events()]
+    assert SYNC not in names, "a step read a tensor on the host"
+    assert not [n for n in names if n in ("aten::coalesce", "aten::_coalesce", "aten::_to_sparse_csr")]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_step_after_a_refresh_makes_no_host_device_copy_nor_sync():
+    from torch.profiler import ProfilerActivity, profile
+
+    dm = data()
+    store = dm.graphs
+    model = model_on(dm, "cuda", prune_ratio=0.3)
+    batch = {k: v.cuda() for k, v in dm.train_dataloader().dataset[0].items()}
+    cb = SelfLoopCallback()
+    store.set_item_graph(cb.build(model.item_representations(), model.self_loop))
+    SelfLoopCallback.prepare(model)
+    store.set_epoch(1)
+    model.prepare_graphs()
+    torch.cuda.synchronize()
+    before = dict(store.builds)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            model.loss(batch)["loss"].backward()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        torch.cuda.synchronize()
+    assert store.builds == before
+    names = [e.name for e in prof.events()]
+    assert not [n for n in names if "HtoD" in n or "DtoH" in n], "host-device copy inside a step"
+    assert SYNC not in names
