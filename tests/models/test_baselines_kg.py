@@ -67,6 +67,39 @@ def test_kg_batch_is_seeded_existing_and_negatives_stay_in_the_tail_range():
     assert not torch.equal(draw(2)[0], h)
 
 
+def _kg_batch_ops(batch_size: int, device: str) -> tuple[list[str], tuple]:
+    from torch.profiler import ProfilerActivity, profile
+
+    ckg = collaborative_kg(torch.tensor(KG), torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), 5, 3, 2).to(device)
+    order, ptr, present = head_index(ckg[:, 0], 8)
+    ranges = torch.tensor([0, 5, 8], device=device)
+    gen = torch.Generator(device=device).manual_seed(3)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        out = sample_kg_triples(ckg, order, ptr, present, batch_size, ranges, gen)
+    return [e.name for e in prof.events()], out
+
+
+def test_kg_batch_is_vectorised_and_drawn_on_the_generator_device():
+    """A constant number of operations whatever the batch size (no loop over triples), no host read
+    of a tensor, and the same draws from a CPU generator passed in as from a seeded one here."""
+    few, _ = _kg_batch_ops(4, "cpu")
+    many, out = _kg_batch_ops(4096, "cpu")
+    aten = lambda names: [n for n in names if n.startswith("aten::")]  # noqa: E731
+    assert len(aten(few)) == len(aten(many)) and "aten::_local_scalar_dense" not in many
+    ckg = collaborative_kg(torch.tensor(KG), torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), 5, 3, 2)
+    order, ptr, present = head_index(ckg[:, 0], 8)
+    ref = sample_kg_triples(ckg, order, ptr, present, 4096, torch.tensor([0, 5, 8]), torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(out, ref))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_kg_batch_on_cuda_makes_no_host_device_copy():
+    names, out = _kg_batch_ops(4096, "cuda")
+    assert all(x.device.type == "cuda" for x in out)
+    assert not [n for n in names if "HtoD" in n or "DtoH" in n] and "aten::_local_scalar_dense" not in names
+
+
 # -- KGAT -----------------------------------------------------------------------------------------
 def test_kgat_attention_matches_the_formula_and_sums_to_one_per_head():
     torch.manual_seed(0)

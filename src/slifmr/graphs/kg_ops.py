@@ -84,22 +84,27 @@ def sample_kg_triples(triples: Tensor, order: Tensor, ptr: Tensor, present: Tens
         batch_size: triples per batch (sampled with replacement).
         tail_ranges: (K+1,) sorted node-range boundaries, e.g. ``[0, n_entities, n_nodes]``: the
             negative tail lies in the same range as the positive one.
-        generator: a CPU generator (seeded by the caller, e.g. by (seed, epoch, step)).
+        generator: seeded by the caller (e.g. by (seed, epoch, step)); on ``triples``' device, the
+            draws are made there and nothing crosses between host and device (a CPU generator
+            with a CUDA ``triples`` works, with a copy per draw).
 
     Returns:
-        (h, r, t, t_neg), each (batch_size,) int64 on ``triples``' device.
+        (h, r, t, t_neg), each (batch_size,) int64 on ``triples``' device. A constant number of
+        operations whatever ``batch_size`` and the number of triples (no loop over either).
     """
     dev = triples.device
-    pick = torch.randint(0, present.numel(), (batch_size,), generator=generator).to(dev)
+    gdev = generator.device
+    pick = torch.randint(0, present.numel(), (batch_size,), generator=generator, device=gdev).to(dev)
     h = present[pick]
     start, deg = ptr[h], ptr[h + 1] - ptr[h]
-    offset = (torch.rand(batch_size, generator=generator).to(dev) * deg).long().clamp_max(deg - 1)
+    offset = (torch.rand(batch_size, generator=generator, device=gdev).to(dev) * deg).long().clamp_max(deg - 1)
     e = order[start + offset]
     r, t = triples[e, 1], triples[e, 2]
     ranges = tail_ranges.to(dev)
     seg = torch.searchsorted(ranges, t, right=True) - 1  # range of the positive tail
     lo, hi = ranges[seg], ranges[seg + 1]
-    t_neg = lo + (torch.rand(batch_size, generator=generator).to(dev) * (hi - lo)).long().clamp_max(hi - lo - 1)
+    u = torch.rand(batch_size, generator=generator, device=gdev).to(dev)
+    t_neg = lo + (u * (hi - lo)).long().clamp_max(hi - lo - 1)
     return h, r, t, t_neg
 
 

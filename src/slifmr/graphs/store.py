@@ -56,6 +56,11 @@ class GraphSource(Protocol):
 
     def feature_graphs(self, k: int, device: Device = "cpu") -> list[SparseOperator]: ...
 
+    def inputs(self, device: Device) -> dict[str, Tensor]:
+        """``users``, ``items`` (the train interactions) and ``kg`` (triples, when there is a KG) on
+        ``device``, copied there once: graphs for that device are built from these."""
+        ...
+
     def features_on(self, device: Device) -> dict[str, tuple[Tensor, Tensor]]:
         """modality -> (features (I, d_m), mask (I,)) on ``device``, copied there once."""
         ...

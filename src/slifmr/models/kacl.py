@@ -235,7 +235,7 @@ class KACL(RecModel):
                             "ui": _Graph(torch.cat([u, i]), torch.cat([i, u]), self.n_users + self.n_items, dev),
                             "kg": _Graph(tails, heads, self.n_entities, dev),  # messages tail -> head
                             "triples": triples.to(dev), "order": order.to(dev), "ptr": hptr.to(dev),
-                            "present": present.to(dev), "ranges": torch.tensor([0, self.n_entities])}
+                            "present": present.to(dev), "ranges": torch.tensor([0, self.n_entities], device=dev)}
         return self._graphs
 
     # -- model -------------------------------------------------------------------------------
@@ -272,7 +272,8 @@ class KACL(RecModel):
         out = {"bpr": bpr, "reg": reg}
         if self.kg_weight > 0:
             st = self.graph_state()
-            gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
+            # seeded from the global CPU stream (seed_everything), drawn on the model's device
+            gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
             h, r, t, t_neg = sample_kg_triples(st["triples"], st["order"], st["ptr"], st["present"], self.kg_batch,
                                                st["ranges"], gen)
             kg_loss = F.softplus(self.distmult_score(kg, h, r, t_neg) - self.distmult_score(kg, h, r, t)).mean()

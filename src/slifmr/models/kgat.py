@@ -154,7 +154,7 @@ class KGAT(RecModel):
                 "pattern": SparsePattern.build(heads, tails, (self.n_nodes, self.n_nodes)).to(dev),
                 "structure": kg_structure(heads, tails, rel_ptr, self.n_nodes,
                                           can_fold=self.trans_w.shape[1] == self.trans_w.shape[2]).to(dev),
-                "tail_ranges": torch.tensor([0, self.n_entities, self.n_nodes]),
+                "tail_ranges": torch.tensor([0, self.n_entities, self.n_nodes], device=dev),
             }
             self._att = None
         return self._ckg
@@ -207,11 +207,11 @@ class KGAT(RecModel):
         return {"loss": bpr + self.reg_weight * reg, "bpr": bpr, "reg": reg}
 
     def kg_batch(self, step: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(h, r, t, t') of one KG step, seeded by (seed, epoch, step)."""
+        """(h, r, t, t') of one KG step, seeded by (seed, epoch, step), drawn on the model's device."""
         c = self.ckg()
         seed = int(getattr(self.graphs, "seed", 0))
         epoch = self.current_epoch if self._trainer is not None else 0
-        g = torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 100_003 + step) * 7 + 3)
+        g = torch.Generator(device=self.device).manual_seed(((seed * 1_000_003 + epoch) * 100_003 + step) * 7 + 3)
         return sample_kg_triples(c["triples"], c["order"], c["head_ptr"], c["present"], self.kg_batch_size,
                                  c["tail_ranges"], g)
 

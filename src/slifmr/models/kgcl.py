@@ -162,13 +162,13 @@ class KGCL(RecModel):
     def ui_graph(self, item_keep: Tensor) -> tuple[Tensor, Tensor, Tensor, SparsePattern]:
         """(rows, cols, values, pattern) of the symmetric-normalised interaction graph restricted to
         the interactions of the kept items: (U+I, U+I), users first."""
-        g = self.graphs
-        keep = item_keep.cpu()[g.train_items]
-        adj = sym_normalize(bipartite_adjacency(g.train_users[keep], g.train_items[keep], self.n_users, self.n_items))
+        dev = self.device
+        on = self.graphs.inputs(dev)  # the train interactions on the model's device: built there
+        keep = item_keep.to(dev)[on["items"]]
+        adj = sym_normalize(bipartite_adjacency(on["users"][keep], on["items"][keep], self.n_users, self.n_items))
         rows, cols = adj.indices()
         n = self.n_users + self.n_items
-        dev = self.device
-        return rows.to(dev), cols.to(dev), adj.values().to(dev), SparsePattern.build(rows, cols, (n, n)).to(dev)
+        return rows, cols, adj.values(), SparsePattern.build(rows, cols, (n, n))
 
     # -- model -------------------------------------------------------------------------------
     def subset(self, edges: tuple[Tensor, Tensor, Tensor, SparsePattern], keep: Tensor) -> tuple:
@@ -228,15 +228,17 @@ class KGCL(RecModel):
         return F.cosine_similarity(z1, z2, dim=1)
 
     def build_views(self, epoch: int) -> dict:
-        """The epoch's two (KG view, interaction view) pairs, seeded by (seed, epoch)."""
+        """The epoch's two (KG view, interaction view) pairs, seeded by (seed, epoch), drawn and
+        built on the model's device (on the CPU: the same draws as a CPU generator's)."""
         self._graph_state()
         seed = int(getattr(self.graphs, "seed", 0))
-        g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 7 + 5)
+        dev = self.device
+        g = torch.Generator(device=dev).manual_seed((seed * 1_000_003 + epoch) * 7 + 5)
         edges = self.item_kg()
-        kg_views = [self.subset(edges, (torch.rand(edges[0].numel(), generator=g) >= self.kg_drop).to(self.device))
+        kg_views = [self.subset(edges, torch.rand(edges[0].numel(), generator=g, device=dev) >= self.kg_drop)
                     for _ in range(2)]
         consistency = self.item_consistency(*kg_views)
-        keep_prob = kg_guided_keep_prob(consistency, self.ui_drop).cpu()
+        keep_prob = kg_guided_keep_prob(consistency, self.ui_drop)
         item_keep = [torch.bernoulli(keep_prob, generator=g).bool() for _ in range(2)]
         self._views = {"epoch": epoch, "edges": edges, "kg": kg_views, "ui": [self.ui_graph(k) for k in item_keep],
                        "items": item_keep,
