@@ -13,6 +13,17 @@ from slifmr.metrics import RankingMetrics, hits_from_topk, rank_topk
 TOPK = (1, 3, 5, 10)
 
 
+@pytest.fixture(params=["tie-repair", "int64-keys"])
+def ranking_path(request, monkeypatch):
+    """Both top-k paths of rank_topk on the CPU: the tie repair (the CPU's) and the exact int64
+    keys (used off the CPU, where the repair's data-dependent rows would synchronise)."""
+    import slifmr.metrics.ranking as ranking
+
+    if request.param == "int64-keys":
+        monkeypatch.setattr(ranking, "_use_keys", lambda s: s.dtype in (torch.float32, torch.float16, torch.bfloat16))
+    return request.param
+
+
 def reference(scores: np.ndarray, masked: list[set[int]], gt: list[set[int]], topk) -> dict:
     """Explicit loops: sort unmasked items by (-score, id), pad with masked ones, then metrics."""
     sums = {f"{n}@{k}": 0.0 for k in topk for n in RankingMetrics.NAMES}
@@ -95,7 +106,7 @@ def random_bounds(rng: np.random.Generator, n_users: int) -> list[int]:
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_matches_bruteforce(seed: int) -> None:
+def test_matches_bruteforce(seed: int, ranking_path) -> None:
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     n_users = int(rng.integers(1, 30))
@@ -114,7 +125,7 @@ def test_matches_bruteforce(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(20))
 @pytest.mark.parametrize("k", [1, 4, 11])
-def test_rank_topk_exact_order(seed: int, k: int) -> None:
+def test_rank_topk_exact_order(seed: int, k: int, ranking_path) -> None:
     """The returned indices themselves follow (score desc, item asc), across the boundary."""
     rng = np.random.default_rng(100 + seed)
     n_users, n_items = 25, int(rng.integers(k + 1, 40))
@@ -134,7 +145,7 @@ def test_rank_topk_k_equals_n_items_and_bad_k() -> None:
                   torch.empty(0, dtype=torch.long), 4)
 
 
-def test_hand_computed() -> None:
+def test_hand_computed(ranking_path) -> None:
     # 1 user, 5 items, item 4 masked (train) despite the top score.
     # Tie rule check first: items 1 and 3 both score 0.5 -> lower id (1) ranks first.
     scores = torch.tensor([[0.8, 0.5, 0.9, 0.5, 5.0]])
@@ -223,10 +234,39 @@ def test_rank_topk_many_tied_rows_in_blocks(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
-def test_rank_topk_other_dtypes(dtype: torch.dtype) -> None:
+def test_rank_topk_other_dtypes(dtype: torch.dtype, ranking_path) -> None:
     """Exact tie handling also for half precision (tie keys are built in float32)."""
     rng = np.random.default_rng(11)
     scores, masked, _ = random_case(rng, 20, 3000, 3)  # > 2048 items: beyond fp16 integer range
     m_rows, m_cols = pairs(masked, 0, 20)
     got = rank_topk(torch.from_numpy(scores.copy()).to(dtype), m_rows, m_cols, 7)
     assert got.tolist() == reference_ranking(scores, masked, 7)
+
+
+def test_int64_keys_order_signed_zeros_negatives_and_masked_items(ranking_path) -> None:
+    """-0.0 ties +0.0 (lower item first), negatives and -inf (masked) rank below, in float order."""
+    scores = torch.tensor([[-0.0, 0.0, -1.5, 2.0, -1e-30, -1.5, float("-inf"), 3.0e38]])
+    got = rank_topk(scores, torch.tensor([0]), torch.tensor([7]), 8)
+    assert got.tolist() == [[3, 0, 1, 4, 2, 5, 6, 7]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_ranking_pass_never_waits_on_the_host() -> None:
+    rng = np.random.default_rng(5)
+    scores, masked, gt = random_case(rng, 40, 300, 3)
+    gt = [g or {next(i for i in range(300) if i not in m)} for g, m in zip(gt, masked)]
+    expected = reference(scores, masked, gt, TOPK)
+    metric = RankingMetrics(TOPK).cuda()
+    m_rows, m_cols = (t.cuda() for t in pairs(masked, 0, 40))
+    g_rows, g_cols = (t.cuda() for t in pairs(gt, 0, 40))
+    chunk = torch.from_numpy(scores.copy()).cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        idx = rank_topk(chunk, m_rows, m_cols, max(TOPK))
+        hits, n_rel = hits_from_topk(idx, g_rows, g_cols, 300)
+        metric.update(hits, n_rel)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for name, value in metric.compute().items():
+        torch.testing.assert_close(value.cpu(), expected[name], rtol=1e-12, atol=1e-12)

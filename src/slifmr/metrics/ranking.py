@@ -7,6 +7,11 @@ scores the top-K against the held-out ground truth.
 Tie rule (guaranteed by :func:`rank_topk`): higher score first; equal scores are ordered by
 lower item index. This makes results independent of the chunk size, the device and the
 ``torch.topk`` implementation, so runs are reproducible and comparable to a brute-force sort.
+
+Off the CPU the whole pass is free of host synchronisation (no data-dependent shapes or branches):
+the top-k runs on exact int64 keys (:func:`_topk_by_keys`) instead of a topk plus a repair of the
+rows tied at the k-th place, and the metric states are updated with masks, not boolean indexing.
+On the CPU the tie-repair path stays (faster there); both give the same lists.
 """
 
 from __future__ import annotations
@@ -61,6 +66,31 @@ def _fix_tied_rows(sub: Tensor, vals: Tensor, idx: Tensor) -> Tensor:
     return torch.where(slot < n_above, idx, from_eq)
 
 
+def _use_keys(scores: Tensor) -> bool:
+    """Whether :func:`rank_topk` ranks by exact int64 keys: off the CPU, for scores that float32
+    holds exactly (the tie repair's data-dependent row selection would synchronise each chunk)."""
+    return scores.device.type != "cpu" and scores.dtype in (torch.float32, torch.float16, torch.bfloat16)
+
+
+_LOW32 = (1 << 32) - 1
+
+
+def _topk_by_keys(scores: Tensor, k: int) -> Tensor:
+    """(B, k) item indices by (score desc, item asc) from one topk over int64 keys
+    ``order(score) * 2^32 + (I - 1 - item)``, where ``order`` maps float32 bits to int32 in the
+    floats' order (negative floats: bits ^ 0x7FFFFFFF); -0.0 is made +0.0 first, so equal scores
+    have equal high halves and the item decides. No data-dependent branch: nothing waits on the host.
+
+    scores: (B, I) float32 (or half, widened exactly), I < 2^32."""
+    n_items = scores.shape[1]
+    bits = (scores.float() + 0.0).view(torch.int32).long()  # (B, I); + 0.0 turns -0.0 into +0.0
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # monotone in the float's value
+    rev = torch.arange(n_items - 1, -1, -1, device=scores.device)  # (I,) I - 1 - item
+    keys = bits.mul_(1 << 32).add_(rev)  # (B, I) int64, in place
+    top = keys.topk(k, dim=1, sorted=True).values  # (B, k)
+    return (n_items - 1) - (top & _LOW32)
+
+
 def rank_topk(scores: Tensor, mask_rows: Tensor, mask_cols: Tensor, k: int) -> Tensor:
     """Top-``k`` item indices per user with known items masked out.
 
@@ -83,6 +113,8 @@ def rank_topk(scores: Tensor, mask_rows: Tensor, mask_cols: Tensor, k: int) -> T
         scores[mask_rows, mask_cols] = float("-inf")
     if n_rows == 0:
         return torch.empty(0, k, dtype=torch.long, device=scores.device)
+    if _use_keys(scores):
+        return _topk_by_keys(scores, k)
 
     # One k+1 selection pass over the (B, I) block; the extra column reveals boundary ties.
     vals, idx = torch.topk(scores, min(k + 1, n_items), dim=1, largest=True, sorted=True)
@@ -114,7 +146,9 @@ def hits_from_topk(
         n_relevant: (B,) int64 number of ground-truth items per row.
     """
     n_rows = topk_idx.shape[0]
-    n_relevant = torch.bincount(gt_rows, minlength=n_rows).long()  # (B,)
+    # (B,) counts by index_add, not bincount (which reads its input's max on the host off the CPU)
+    n_relevant = torch.zeros(n_rows, dtype=torch.long, device=topk_idx.device).index_add_(
+        0, gt_rows.long(), torch.ones_like(gt_rows, dtype=torch.long))
     if gt_rows.numel() == 0:
         return torch.zeros_like(topk_idx, dtype=torch.bool), n_relevant
     gt_keys, _ = (gt_rows.long() * n_items + gt_cols.long()).sort()  # (G,)
@@ -209,18 +243,22 @@ class RankingMetrics(Metric):
         self, hits: Tensor, n_relevant: Tensor, users: Tensor | None = None
     ) -> None:
         """Accumulate a chunk: hits (B, >= max K) bool in rank order, n_relevant (B,), and the
-        chunk's user ids (B,) when built with ``collect_per_user=True``."""
-        valid = n_relevant > 0  # users without ground truth are not counted
-        values = self.per_user(hits[valid], n_relevant[valid], self.topk)
+        chunk's user ids (B,) when built with ``collect_per_user=True``.
+
+        Users without ground truth are not counted; they are masked out (zeros in the sums, id -1
+        in the per-user lists), not indexed away, so nothing here waits on the host."""
+        valid = n_relevant > 0  # (B,)
+        values = self.per_user(hits, n_relevant, self.topk)  # NaN on rows that are not valid
+        zero = torch.zeros((), dtype=torch.float64, device=hits.device)
         for k in self.topk:
             for name in self.NAMES:
                 state = f"{name}_{k}"
-                setattr(self, state, getattr(self, state) + values[f"{name}@{k}"].sum())
+                setattr(self, state, getattr(self, state) + torch.where(valid, values[f"{name}@{k}"], zero).sum())
         self.n_users += valid.sum()
         if self.collect_per_user:
             if users is None:
                 raise ValueError("RankingMetrics(collect_per_user=True).update needs the chunk's user ids")
-            self.user_ids.append(users.to(hits.device)[valid].long())
+            self.user_ids.append(torch.where(valid, users.to(hits.device).long(), -1))
             self.user_values.append(torch.stack([values[key] for key in self.keys()], dim=1))
 
     def keys(self) -> list[str]:
@@ -241,6 +279,8 @@ class RankingMetrics(Metric):
                 ids = torch.empty(0, dtype=torch.long, device=self.n_users.device)
                 vals = torch.empty(0, len(self.keys()), dtype=torch.float64, device=self.n_users.device)
             ids, vals = ids.clone(), vals.clone()
+        counted = ids >= 0  # rows of users without ground truth carry id -1 (update)
+        ids, vals = ids[counted], vals[counted]
         order = torch.argsort(ids, stable=True)
         ids, vals = ids[order], vals[order]
         first = torch.ones_like(ids, dtype=torch.bool)
