@@ -44,8 +44,9 @@ def test_side_info_report(tmp_path):
         for seed in (1, 2):
             record(tmp_path, arm, ds, seed, m, diag if arm == "slifmr" else {"recall@20": 0.25},
                    shares=(0.1, 0.2 + 0.1 * seed) if arm == "slifmr" else ())
-    md = report([tmp_path], tmp_path / "out")["markdown"]
+    md = report([tmp_path], tmp_path / "out", formats=("png", "pdf"))["markdown"]
     assert (tmp_path / "out" / "side_info.md").read_text() == md
+    assert (tmp_path / "out" / "side_info_recall.pdf").read_bytes()[:4] == b"%PDF"
     lines = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]] for ln in md.splitlines()
              if ln.startswith("| ")}
     assert lines["arm"] == ["informative u5", "noise u5"]  # informative first
@@ -89,3 +90,25 @@ def test_build_docs_fills_a_side_info_section(tmp_path):
     text = page.read_text()
     assert "python -m slifmr.report.side_info" in text and "| vs LightGCN | +5.00% |" in text
     assert (docs / "studies" / "side_info" / "side_info.md").exists()
+
+
+def test_side_info_figure_draws_each_arms_means(tmp_path, monkeypatch):
+    """A panel per kind of side information, x = interactions per user, y = the cells' means."""
+    from slifmr.report import plots
+    from slifmr.report.records import load_records
+    from slifmr.report.side_info import side_info_plot
+
+    for (arm, ds), m in {("lightgcn", "synth-u5-informative"): 0.20, ("lightgcn", "synth-u10-informative"): 0.30,
+                         ("slifmr", "synth-u5-informative"): 0.22, ("slifmr", "synth-u5-noise"): 0.19}.items():
+        for seed in (1, 2):
+            record(tmp_path, arm, ds, seed, m)
+    seen = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path, formats: seen.update(fig=fig, path=path) or path)
+    side_info_plot(load_records([tmp_path]), tmp_path / "out")
+    axes = seen["fig"].axes
+    assert [ax.get_title() for ax in axes] == ["informative side information", "noise side information"]
+    lines = [{c.get_label(): (list(c.lines[0].get_xdata()), list(c.lines[0].get_ydata())) for c in ax.containers}
+             for ax in axes]  # each errorbar's data line, by its legend label
+    assert lines[0]["LightGCN"][0] == [5, 10] and lines[0]["LightGCN"][1] == pytest.approx([0.20, 0.30])
+    assert lines[0]["SLIF-MR"][1] == pytest.approx([0.22]) and lines[1]["SLIF-MR"][1] == pytest.approx([0.19])
+    assert "LightGCN" not in lines[1] and seen["path"].name == "side_info_recall.png"

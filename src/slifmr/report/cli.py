@@ -3,7 +3,12 @@
 Collects every result record under the given directories and writes, into ``--out``:
 ``results.csv`` / ``results.md`` (and ``results.tex``, booktabs, with ``--latex``) (mean ± std over seeds, %Imp of ours over the best
 baseline, paired p-values, Holm-adjusted with ``--holm``, and whether each row was tuned or ran at its defaults),
-``tuning.csv``, ``comparisons.csv``, ``interval.csv`` / ``interval.md`` for a self-loop interval sweep, and the PNG plots that apply (or the one ``--plot`` asks for).
+``tuning.csv``, ``comparisons.csv``, ``interval.csv`` / ``interval.md`` for a self-loop interval sweep, and the
+plots that apply (or the one ``--plot`` asks for) in each ``--format`` (png, pdf, svg; 300 dpi).
+
+``python -m slifmr.report --from-csv <study>/results.csv [--out DIR] [--format png,pdf]`` re-plots a
+study's figures from the report's own committed table (``interval.csv`` for the interval plot)
+when its run records are not at hand.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 from slifmr.report.aggregate import aggregate, find_row, metric_label, overrides_of
 from slifmr.report.plots import INTERVAL_KEY, KINDS, detect_studies, interval_rows, make_plots
-from slifmr.report.records import ReportError, load_records
+from slifmr.report.records import ReportError, load_records, records_from_csv
 from slifmr.report.significance import compare_rows, holm as holm_adjust
 from slifmr.report.tables import (comparisons_csv, fmt_cell, results_csv, results_latex, results_markdown,
                                   write_text)
@@ -86,10 +91,26 @@ def report(paths: list[str | Path], out: str | Path, metrics: list[str] | None =
     return {"table": table, "comparisons": comps, "files": files, "markdown": md, "records": records}
 
 
+def replot(csvs: list[str | Path], out: str | Path, metrics: list[str] | None = None, plot: str | None = None,
+           x: str | None = None, formats: tuple[str, ...] = ("png",)) -> list[Path]:
+    """The study's figures from its committed ``results.csv`` / ``interval.csv`` (when the run
+    records are not at hand): same plots, same error bars (the CSV's std over n seeds). Tables are
+    not rewritten: p-values need the per-user values, which only the records have."""
+    records = records_from_csv(csvs)
+    metrics = list(metrics or DEFAULT_METRICS)
+    if plot == "none":
+        return []
+    return make_plots(records, metrics, Path(out), kind=plot, x=x, formats=formats)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m slifmr.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("paths", nargs="+", help="run or multirun directories (searched recursively for record.json)")
+    ap.add_argument("paths", nargs="+", help="run or multirun directories (searched recursively for record.json); "
+                    "with --from-csv, a report's results.csv / interval.csv files")
+    ap.add_argument("--from-csv", action="store_true",
+                    help="re-plot the figures from a report's committed results.csv / interval.csv (no records "
+                    "needed; tables are not rewritten, p-values need the records)")
     ap.add_argument("--out", help="output directory (default: <dir>/report for one dir, else ./report)")
     ap.add_argument("--metrics", nargs="+", default=DEFAULT_METRICS, help="test metrics, e.g. recall@20 ndcg@20")
     ap.add_argument("--ours", default="slifmr", help="the model whose %%Imp is reported (default: slifmr)")
@@ -110,6 +131,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="add Holm-adjusted p-values over the report's family of tests (all datasets, metrics, rows)")
     args = ap.parse_args(argv)
     out = args.out or (Path(args.paths[0]) / "report" if len(args.paths) == 1 else Path("report"))
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    if args.from_csv:
+        try:
+            files = replot(args.paths, args.out or Path(args.paths[0]).parent, args.metrics, args.plot, args.x,
+                           formats)
+        except ReportError as e:
+            print(f"slifmr.report: error: {e}", file=sys.stderr)
+            return 2
+        print("wrote:\n" + "\n".join(f"  {p}" for p in files) if files else "no figure applies to these rows")
+        return 0
     try:
         res = report(args.paths, out, args.metrics, args.ours, args.baseline, args.test, args.plot, args.x,
                      args.merge, tuple(f.strip() for f in args.format.split(",") if f.strip()),

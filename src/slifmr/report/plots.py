@@ -89,24 +89,48 @@ def _label_of(records: list[dict[str, Any]], drop: set[str], with_dataset: bool,
     return label
 
 
-def series(records: list[dict[str, Any]], x_of: Callable, label_of: Callable, y_of: Callable
-           ) -> dict[str, list[tuple[float, float, float, int]]]:
-    """{line label: [(x, mean y, std y (0 with one seed), n) sorted by x]}."""
-    groups: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+def series(records: list[dict[str, Any]], x_of: Callable, label_of: Callable, y_of: Callable,
+           spread_of: Callable | None = None) -> dict[str, list[tuple[float, float, float, int]]]:
+    """{line label: [(x, mean y, std y (0 with one seed), n) sorted by x]}. A point made of one
+    summary record (``records_from_csv``) takes its std and n from ``spread_of(record)``."""
+    groups: dict[str, dict[float, list[tuple[float, dict]]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         x, y = x_of(r), y_of(r)
         if x is None or y is None:
             continue
-        groups[label_of(r)][x].append(y)
+        groups[label_of(r)][x].append((y, r))
     out = {}
     for lab, pts in groups.items():
-        out[lab] = [(x, float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
-                    for x, v in sorted(pts.items())]
+        line = []
+        for x, v in sorted(pts.items()):
+            ys = [y for y, _ in v]
+            given = spread_of(v[0][1]) if spread_of is not None and len(v) == 1 else None
+            if given is not None:
+                line.append((x, float(ys[0]), float(given[0]), int(given[1])))
+            else:
+                line.append((x, float(np.mean(ys)), float(np.std(ys, ddof=1)) if len(ys) > 1 else 0.0, len(ys)))
+        out[lab] = line
     return dict(sorted(out.items()))
 
 
 def _test_metric(metric: str) -> Callable:
     return lambda r: (r.get("test") or {}).get(metric)
+
+
+def _summary_spread(key: str) -> Callable:
+    """(std, n) of a summary record's ``key`` (a metric, or ``fit_s``); None for a run's record."""
+    def spread(r: dict[str, Any]) -> tuple[float, int] | None:
+        s = (r.get("summary") or {}).get(key)
+        return (s["std"], s["n"]) if s else None
+    return spread
+
+
+def _n_runs(recs: list[dict[str, Any]], dataset: str) -> int:
+    """Seeds behind one dataset's points: distinct seeds of its records, or a summary's n."""
+    mine = [r for r in recs if r["dataset"] == dataset]
+    if any("summary" in r for r in mine):
+        return max((s["n"] for r in mine for s in r["summary"].values()), default=1)
+    return len({r.get("seed") for r in mine})
 
 
 FORMATS = ("png", "pdf", "svg")
@@ -150,7 +174,8 @@ def sensitivity_plot(records: list[dict[str, Any]], key: str, metrics: list[str]
     log_x = key in LOG_KEYS or (xs[0] > 0 and xs[-1] / xs[0] >= 100)
     fig, axes = _axes_grid(1, len(metrics))
     for ax, m in zip(axes[0], metrics):
-        for lab, pts in series(recs, lambda r: _float(config_value(r, key)), label, _test_metric(m)).items():
+        for lab, pts in series(recs, lambda r: _float(config_value(r, key)), label, _test_metric(m),
+                               _summary_spread(m)).items():
             x, y, e, _ = zip(*pts)
             ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=lab)
         if log_x:
@@ -162,7 +187,7 @@ def sensitivity_plot(records: list[dict[str, Any]], key: str, metrics: list[str]
         ax.set_ylabel(f"test {metric_label(m)}")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, title="dataset")
-    n_seeds = max(len({r.get("seed") for r in recs if r["dataset"] == d}) for d in {r["dataset"] for r in recs})
+    n_seeds = max(_n_runs(recs, d) for d in {r["dataset"] for r in recs})
     spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "one seed"
     fig.suptitle(f"Sensitivity to {KEY_LABELS.get(key, key)} ({spread})")
     return _save(fig, out / f"sensitivity_{_safe(key)}.png", formats)
@@ -185,7 +210,7 @@ def robustness_plot(records: list[dict[str, Any]], metrics: list[str], out: Path
             panel = [r for r in recs if all((_float(config_value(r, k)) or 0.0) == 0.0 for k in others)]
             x_of = lambda r, kind=kind: (None if _float(config_value(r, kind)) is None  # noqa: E731
                                          else 100 * _float(config_value(r, kind)))
-            for lab, pts in series(panel, x_of, label, _test_metric(m)).items():
+            for lab, pts in series(panel, x_of, label, _test_metric(m), _summary_spread(m)).items():
                 x, y, e, _ = zip(*pts)
                 ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=lab)
             ax.set_xlabel(f"{KEY_LABELS.get(kind, kind)} ratio (%)")
@@ -193,7 +218,9 @@ def robustness_plot(records: list[dict[str, Any]], metrics: list[str], out: Path
             ax.set_title(KEY_LABELS.get(kind, kind))
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, title="model")
-    fig.suptitle("Robustness to noise (mean ± std over seeds; test split never noised)")
+    n = max(_n_runs(recs, d) for d in {r["dataset"] for r in recs})
+    spread = f"mean ± std over {n} seeds" if n > 1 else "one seed"
+    fig.suptitle(f"Robustness to noise ({spread}; test split never noised)")
     return _save(fig, out / "robustness.png", formats)
 
 
@@ -211,14 +238,19 @@ def interval_rows(records: list[dict[str, Any]], metrics: list[str]) -> list[dic
     for (lab, interval), rs in sorted(groups.items()):
         t = [(r.get("time_s") or {}).get("fit") or (r.get("time_s") or {}).get("total") for r in rs]
         t = [x for x in t if x is not None]
-        row = {"line": lab, "interval": interval, "n": len(rs),
+        summary = rs[0].get("summary") if len(rs) == 1 else None  # a row of a committed interval.csv
+        row = {"line": lab, "interval": interval, "n": summary["fit_s"]["n"] if summary else len(rs),
                "fit_s_mean": float(np.mean(t)) if t else math.nan,
                "fit_s_std": float(np.std(t, ddof=1)) if len(t) > 1 else math.nan,
                "epochs_mean": float(np.mean([r.get("epochs") or 0 for r in rs]))}
+        if summary and row["n"] > 1:
+            row["fit_s_std"] = summary["fit_s"]["std"]
         for m in metrics:
             v = [float(r["test"][m]) for r in rs if m in (r.get("test") or {})]
             row[f"{m}_mean"] = float(np.mean(v)) if v else math.nan
             row[f"{m}_std"] = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
+            if summary and m in summary and summary[m]["n"] > 1:
+                row[f"{m}_std"] = summary[m]["std"]
         rows.append(row)
     return rows
 

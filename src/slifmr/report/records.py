@@ -60,3 +60,92 @@ def load_per_user(record: dict[str, Any]) -> dict[str, np.ndarray] | None:
         raise ReportError(f"record {record['_path']} names per-user values {path}, which are missing")
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
+
+
+SUMMARY_SCHEMA = "slifmr.record.summary/1"  # a row of a committed results.csv / interval.csv, not a run
+
+
+def _num(text: str, where: str) -> float | None:
+    if text is None or text.strip() == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ReportError(f"{where}: '{text}' is not a number") from None
+
+
+def records_from_csv(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Summary records from a report's own tables, for re-plotting a study whose run records are
+    gone: ``results.csv`` (model, variant, ``<dataset>/<metric>/{mean,std,n}``) gives one record
+    per (row, dataset) with runs; ``interval.csv`` (line, interval, n, fit_s_*, ``<metric>_*``)
+    one per (line, interval). Each carries ``test`` (the means) and ``summary`` ({metric: {"std",
+    "n"}}, ``fit_s``), which the plots use instead of recomputing a spread over seeds. No per-user
+    values, so no p-values: tables stay the ones committed beside the CSV."""
+    import csv
+
+    out: list[dict[str, Any]] = []
+    for path in map(Path, paths):
+        try:
+            with path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+        except OSError as e:
+            raise ReportError(f"cannot read {path}: {e}") from e
+        head = list(rows[0]) if rows else []
+        if {"model", "variant"} <= set(head):
+            out += _from_results_csv(path, rows, head)
+        elif {"line", "interval", "fit_s_mean"} <= set(head):
+            out += _from_interval_csv(path, rows, head)
+        else:
+            raise ReportError(f"{path}: not a slifmr.report results.csv (model, variant, <dataset>/<metric>/mean ...) "
+                              f"nor interval.csv (line, interval, fit_s_mean ...); header: {', '.join(head) or 'empty'}")
+    if not out:
+        raise ReportError(f"no rows with results in {', '.join(map(str, paths))}")
+    return out
+
+
+def _from_results_csv(path: Path, rows: list[dict[str, str]], head: list[str]) -> list[dict[str, Any]]:
+    cols = [c.split("/") for c in head if c.count("/") >= 2 and c.endswith("/mean")]
+    pairs = [("/".join(c[:-2]), c[-2]) for c in cols]  # (dataset, metric); a dataset name may hold '/'
+    out = []
+    for line, row in enumerate(rows, start=2):
+        by_ds: dict[str, dict[str, Any]] = {}
+        for ds, m in pairs:
+            where = f"{path} line {line}, column {ds}/{m}"
+            mean = _num(row.get(f"{ds}/{m}/mean"), where + "/mean")
+            if mean is None:
+                continue
+            rec = by_ds.setdefault(ds, {"schema": SUMMARY_SCHEMA, "model": row["model"], "dataset": ds,
+                                        "overrides": (row.get("variant") or "").split(), "seed": None,
+                                        "test": {}, "summary": {}, "_path": f"{path}:{line}"})
+            n = _num(row.get(f"{ds}/{m}/n"), where + "/n")
+            rec["test"][m] = mean
+            rec["summary"][m] = {"std": _num(row.get(f"{ds}/{m}/std"), where + "/std") or 0.0,
+                                 "n": int(n) if n is not None else 1}
+        out += list(by_ds.values())
+    return out
+
+
+def _from_interval_csv(path: Path, rows: list[dict[str, str]], head: list[str]) -> list[dict[str, Any]]:
+    from slifmr.report.aggregate import MODEL_NAMES
+
+    by_name = {v: k for k, v in MODEL_NAMES.items()}
+    metrics = [c[: -len("_mean")] for c in head if c.endswith("_mean") and "@" in c]
+    out = []
+    for line, row in enumerate(rows, start=2):
+        where = f"{path} line {line}"
+        parts = [p.strip() for p in row["line"].split(",")]  # "dataset[, Model][, overrides]"
+        model = by_name.get(parts[1], "slifmr") if len(parts) > 1 else "slifmr"
+        n = int(_num(row.get("n"), where + ", column n") or 1)
+        rec = {"schema": SUMMARY_SCHEMA, "model": model, "dataset": parts[0], "seed": None,
+               "overrides": [f"model.self_loop.interval={int(_num(row['interval'], where + ', column interval'))}"],
+               "time_s": {"fit": _num(row["fit_s_mean"], where + ", column fit_s_mean")},
+               "epochs": _num(row.get("epochs_mean"), where + ", column epochs_mean"),
+               "test": {}, "summary": {"fit_s": {"std": _num(row.get("fit_s_std"), where) or 0.0, "n": n}},
+               "_path": f"{path}:{line}"}
+        for m in metrics:
+            mean = _num(row.get(f"{m}_mean"), f"{where}, column {m}_mean")
+            if mean is not None:
+                rec["test"][m] = mean
+                rec["summary"][m] = {"std": _num(row.get(f"{m}_std"), f"{where}, column {m}_std") or 0.0, "n": n}
+        out.append(rec)
+    return out

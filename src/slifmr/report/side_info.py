@@ -3,7 +3,10 @@ kind of side information, each arm's test Recall@20, SLIF-MR against LightGCN, w
 of SLIF-MR's parts costs, and the diagnostics that say why (per-view validation Recall@20, fusion
 weights per view, share of G in A).
 
-    python -m slifmr.report.side_info outputs/sweeps/side_info [--out DIR]
+    python -m slifmr.report.side_info outputs/sweeps/side_info [--out DIR] [--format png,pdf]
+
+With ``--out`` it also draws ``side_info_recall.<fmt>``: test Recall@20 against interactions per
+user, one panel per kind of side information (informative, noise), a line per arm.
 
 Cells come from :func:`slifmr.report.aggregate.aggregate` (rows = arms, columns = datasets, one
 per family member ``synth-u<per_user>-<side>``); paired p-values from :mod:`significance`.
@@ -20,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from slifmr.report.aggregate import MODEL_NAMES, Row, Table, aggregate
+from slifmr.report.aggregate import MODEL_NAMES, Row, Table, aggregate, metric_label
 from slifmr.report.records import ReportError, load_records
 from slifmr.report.significance import compare_rows
 from slifmr.report.tables import fmt_cell, fmt_p, write_text
@@ -89,15 +92,59 @@ def _pair(a: float, b: float, form: str) -> str:
     return "" if math.isnan(a) else form.format(_fmt(a, 2), _fmt(b, 2))
 
 
+def _arms(table: Table) -> tuple[dict[str, Row], list[str]]:
+    """{arm: row} and the arms in report order (baselines, SLIF-MR, its ablations, the rest)."""
+    rows = {arm_of(r): r for r in table.rows}
+    order = [a for a in ("lightgcn", "freedom", "kgin", "slifmr") if a in rows]
+    order += [f"slifmr_{a}" for a in ABLATIONS if f"slifmr_{a}" in rows]
+    return rows, order + sorted(set(rows) - set(order))
+
+
+def side_info_plot(records: list[dict[str, Any]], out: Path, formats: tuple[str, ...] = ("png",)) -> Path:
+    """Test Recall@20 (mean ± std over seeds) vs interactions per user (log x), a panel per kind
+    of side information, a line per arm (SLIF-MR's ablations dashed)."""
+    from slifmr.report.plots import _axes_grid, _save
+
+    table = aggregate(records, [METRIC], drop={"dataset.per_user", "dataset.side"})
+    cols = _columns(table)
+    rows, order = _arms(table)
+    sides = list(dict.fromkeys(side for _, _, side in cols))
+    fig, axes = _axes_grid(1, len(sides), w=4.8, h=3.8)
+    for ax, side in zip(axes[0], sides):
+        members = [(ds, n) for ds, n, sd in cols if sd == side]
+        for arm in order:
+            pts = [(n, st.mean, st.std if st.n > 1 else 0.0) for ds, n in members
+                   if (st := table.get(rows[arm], ds, METRIC)) is not None and st.n]
+            if not pts:
+                continue
+            x, y, e = zip(*pts)
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=arm_label(arm),
+                        linestyle="--" if arm.startswith("slifmr_") else "-", linewidth=1.2)
+        ns = sorted({n for _, n in members})
+        ax.set_xscale("log")
+        ax.set_xticks(ns)
+        ax.set_xticklabels([str(n) for n in ns])
+        ax.minorticks_off()
+        ax.set_xlabel("interactions per user (dataset.per_user)")
+        ax.set_ylabel(f"test {metric_label(METRIC)}")
+        ax.set_title(f"{side} side information")
+        ax.grid(alpha=0.3)
+    lo = min(ax.get_ylim()[0] for ax in axes[0])
+    hi = max(ax.get_ylim()[1] for ax in axes[0])
+    for ax in axes[0]:  # one y range, so informative and noise compare at a glance
+        ax.set_ylim(lo, hi)
+    axes[0][-1].legend(fontsize=7, title="arm", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    n = max((st.n for st in table.cells.values()), default=0)
+    fig.suptitle(f"Side-information study: mean ± std over {n} seeds" if n > 1 else "Side-information study (one seed)")
+    return _save(fig, Path(out) / "side_info_recall.png", formats)
+
+
 def side_info_markdown(records: list[dict[str, Any]], test: str = "auto") -> str:
     """The study's Markdown: results per arm, SLIF-MR vs LightGCN and the ablations' costs (with
     the issue's targets checked), and SLIF-MR's diagnostics per family member."""
     table = aggregate(records, [METRIC], drop={"dataset.per_user", "dataset.side"})
     cols = _columns(table)
-    rows = {arm_of(r): r for r in table.rows}
-    order = [a for a in ("lightgcn", "freedom", "kgin", "slifmr") if a in rows]
-    order += [f"slifmr_{a}" for a in ABLATIONS if f"slifmr_{a}" in rows]
-    order += sorted(set(rows) - set(order))
+    rows, order = _arms(table)
     head = [f"{side} u{n}" for _, n, side in cols]
     out = [f"Test Recall@20, mean ± std over seeds (n per cell in brackets); columns: side information, "
            f"interactions per user. {len(records)} records.", "",
@@ -174,12 +221,15 @@ def side_info_markdown(records: list[dict[str, Any]], test: str = "auto") -> str
     return "\n".join(out) + "\n"
 
 
-def report(paths: list[str | Path], out: str | Path | None = None, test: str = "auto") -> dict[str, Any]:
+def report(paths: list[str | Path], out: str | Path | None = None, test: str = "auto",
+           formats: tuple[str, ...] = ("png",)) -> dict[str, Any]:
+    """The Markdown; with ``out``, also side_info.md and the figure in each of ``formats``."""
     records = load_records(paths)
     md = side_info_markdown(records, test)
     files = []
     if out is not None:
         files.append(write_text(Path(out) / "side_info.md", md))
+        files.append(side_info_plot(records, Path(out), formats))
     return {"markdown": md, "records": records, "files": files}
 
 
@@ -187,15 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m slifmr.report.side_info", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", help="the study's multirun directory (or record files)")
-    ap.add_argument("--out", help="also write side_info.md there")
+    ap.add_argument("--out", help="also write side_info.md and the figure there")
+    ap.add_argument("--format", default="png", metavar="FMT[,FMT]", help="figure formats: png, pdf, svg (300 dpi)")
     ap.add_argument("--test", choices=["auto", "wilcoxon", "ttest"], default="auto")
     args = ap.parse_args(argv)
     try:
-        res = report(args.paths, args.out, args.test)
+        res = report(args.paths, args.out, args.test, tuple(f.strip() for f in args.format.split(",") if f.strip()))
     except ReportError as e:
         print(f"slifmr.report.side_info: error: {e}", file=sys.stderr)
         return 2
     print(res["markdown"])
+    if res["files"]:
+        print("wrote:\n" + "\n".join(f"  {p}" for p in res["files"]))
     return 0
 
 
