@@ -60,3 +60,36 @@ def test_a_fixed_baseline_option_compares_with_that_row(tmp_path):
     assert "+" in imp.split("|")[3]  # ... and above LightGCN (~0.25)
     assert "--baseline lightgcn" in fixed and "baseline (fixed)" in fixed
     assert (docs / "studies" / "table2" / "vs_lightgcn" / "results.md").exists()
+
+
+def _sweep(root: Path, key: str, values, seeds=(1, 2)) -> None:
+    rng = np.random.default_rng(7)
+    for v in values:
+        for seed in seeds:
+            make_record(root, "slifmr", seed, {"recall@20": rng.random(30), "ndcg@20": rng.random(30)},
+                        extra=[f"{key}={v}"])
+
+
+def test_build_docs_from_csv_replots_figures_and_keeps_the_text(tmp_path):
+    from slifmr.report.cli import report
+
+    _sweep(tmp_path / "sweep", "consistency.beta", ("0.1", "0.9"))
+    docs = tmp_path / "docs"
+    study = docs / "studies" / "fig6_beta"
+    report([tmp_path / "sweep"], study, plot="none")  # the committed table; the records then "gone"
+    (study / "sensitivity_consistency.beta.png").write_bytes(b"old figure, old key spelling")
+    page = docs / "studies.md"
+    page.write_text("intro\n<!-- report:fig6_beta x=model.consistency.beta plot=sensitivity metrics=recall@20 -->\nTABLE TEXT\n\n"
+                    "![fig6_beta: sensitivity_consistency.beta](studies/fig6_beta/sensitivity_consistency.beta.png)\n"
+                    "<!-- /report:fig6_beta -->\n<!-- report:fig5 -->\nFIG5 TEXT\n<!-- /report:fig5 -->\nend\n")
+    build = _build_docs().build
+    assert build(tmp_path / "no-sweeps", docs, from_csv=True) == [page]
+    text = page.read_text()
+    fig = "studies/fig6_beta/sensitivity_model.consistency.beta"
+    assert f"![fig6_beta: sensitivity_model.consistency.beta]({fig}.png) ([PDF]({fig}.pdf))" in text
+    assert "TABLE TEXT" in text and "sensitivity_consistency.beta.png" not in text
+    assert "Figures re-plotted from `docs/studies/fig6_beta/results.csv`" in text
+    assert "FIG5 TEXT" in text  # no figure for it: left exactly as it was
+    assert (docs / f"{fig}.png").read_bytes()[:4] == b"\x89PNG" and (docs / f"{fig}.pdf").read_bytes()[:4] == b"%PDF"
+    assert not (study / "sensitivity_consistency.beta.png").exists()
+    assert build(tmp_path / "no-sweeps", docs, from_csv=True) == []  # idempotent

@@ -1,9 +1,8 @@
 """Re-plotting a study from its committed results.csv / interval.csv (no run records): the points
-and error bars equal those the records give, and build_docs --from-csv rewrites only the figures."""
+and error bars equal those the records give (build_docs --from-csv: tests/report/test_build_docs.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,6 @@ from slifmr.report.cli import _interval_tables, main, report
 from slifmr.report.plots import _summary_spread, _test_metric, interval_rows, series
 from slifmr.report.records import ReportError, load_records, records_from_csv
 from synthetic_records import make_record
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _sweep(root: Path, key: str, values, seeds=(1, 2, 3), datasets=("toy", "toy2"), time_of=None) -> None:
@@ -82,33 +79,3 @@ def test_cli_from_csv_writes_png_and_pdf_and_bad_csvs_are_named(tmp_path, capsys
     other.write_text("a,b\n1,2\n")
     assert main(["--from-csv", str(other)]) == 2
     assert "not a slifmr.report results.csv" in capsys.readouterr().err
-
-
-def _build_docs():
-    spec = importlib.util.spec_from_file_location("build_docs", ROOT / "scripts" / "build_docs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_build_docs_from_csv_replots_figures_and_keeps_the_text(tmp_path):
-    _sweep(tmp_path / "sweep", "consistency.beta", ("0.1", "0.9"), seeds=(1, 2), datasets=("toy",))
-    docs = tmp_path / "docs"
-    study = docs / "studies" / "fig6_beta"
-    report([tmp_path / "sweep"], study, plot="none")  # the committed table; the records then "gone"
-    (study / "sensitivity_consistency.beta.png").write_bytes(b"old figure, old key spelling")
-    page = docs / "studies.md"
-    page.write_text("intro\n<!-- report:fig6_beta x=model.consistency.beta plot=sensitivity metrics=recall@20 -->\nTABLE TEXT\n\n"
-                    "![fig6_beta: sensitivity_consistency.beta](studies/fig6_beta/sensitivity_consistency.beta.png)\n"
-                    "<!-- /report:fig6_beta -->\n<!-- report:fig5 -->\nFIG5 TEXT\n<!-- /report:fig5 -->\nend\n")
-    build = _build_docs().build
-    assert build(tmp_path / "no-sweeps", docs, from_csv=True) == [page]
-    text = page.read_text()
-    fig = "studies/fig6_beta/sensitivity_model.consistency.beta"
-    assert f"![fig6_beta: sensitivity_model.consistency.beta]({fig}.png) ([PDF]({fig}.pdf))" in text
-    assert "TABLE TEXT" in text and "sensitivity_consistency.beta.png" not in text
-    assert "Figures re-plotted from `docs/studies/fig6_beta/results.csv`" in text
-    assert "FIG5 TEXT" in text  # no figure for it: left exactly as it was
-    assert (docs / f"{fig}.png").read_bytes()[:4] == b"\x89PNG" and (docs / f"{fig}.pdf").read_bytes()[:4] == b"%PDF"
-    assert not (study / "sensitivity_consistency.beta.png").exists()
-    assert build(tmp_path / "no-sweeps", docs, from_csv=True) == []  # idempotent
