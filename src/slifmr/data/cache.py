@@ -83,6 +83,13 @@ def save(ds: RecDataset, target: Path) -> None:
     for k in ds.features:
         arrays[f"feat__{k}"] = ds.features[k]
         arrays[f"mask__{k}"] = ds.feature_masks[k]
+    atomic_savez(target, arrays)
+
+
+def atomic_savez(target: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` to a temporary name in ``target``'s directory, then rename: a reader sees the
+    whole file or none (a killed write leaves a ``*.tmp`` that :func:`sweep_stale` removes)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:

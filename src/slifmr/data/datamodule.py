@@ -168,7 +168,7 @@ class RecDataModule(pl.LightningDataModule):
         if self.withhold_test:  # after the noise, so a trial sees exactly a normal run's train/valid
             data = dataclasses.replace(data, test=np.empty((0, 2), dtype=np.int64))
         self.data = data
-        self.graphs = GraphStore(data, seed=self.seed)
+        self.graphs = GraphStore(data, seed=self.seed, cache_dir=self.cache_dir)  # kNN lists cached there too
         s = self.data.summary()
         log.info("dataset %s: %s", self.name, ", ".join(f"{k}={v}" for k, v in s.items()))
 

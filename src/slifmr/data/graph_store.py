@@ -14,9 +14,12 @@ same numbers as before (a CPU generator with the same seed), so CPU results are 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor
 
+from slifmr.data import knn_cache
 from slifmr.data.dataset import RecDataset
 from slifmr.graphs.adjacency import SparseOperator
 from slifmr.graphs.kg import KGEdges, add_inverse, kg_structure
@@ -40,7 +43,7 @@ class GraphStore:
     come with every call (``model.prune_ratio``, ``model.knn_k``); the store only caches.
     """
 
-    def __init__(self, ds: RecDataset, seed: int = 0, knn_chunk: int = 1024):
+    def __init__(self, ds: RecDataset, seed: int = 0, knn_chunk: int = 1024, cache_dir: str | Path | None = None):
         self.n_users, self.n_items = ds.n_users, ds.n_items
         self.train_users = torch.as_tensor(ds.train[:, 0], dtype=torch.long)
         self.train_items = torch.as_tensor(ds.train[:, 1], dtype=torch.long)
@@ -50,6 +53,7 @@ class GraphStore:
         self.features = {k: torch.as_tensor(v) for k, v in ds.features.items()}
         self.masks = {k: torch.as_tensor(v, dtype=torch.bool) for k, v in ds.feature_masks.items()}
         self.knn_chunk, self.seed = knn_chunk, seed
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)  # feature kNN lists on disk (knn_cache)
         self.epoch = 0
         self.item_graph: Tensor | None = None  # (I, I) COO raw cosine G^n from the self-loop callback, on its device
         self.a_block = "cosine"  # how G^n's values enter A and S (graphs/self_loop.py)
@@ -197,11 +201,17 @@ class GraphStore:
     def knn_lists(self, modality: str, k: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
         """(rows, cols, cosines) of the chunked cosine top-k over one modality's raw features,
         searched once per (modality, k), on ``device`` (the first asker's): the SLIF-MR and
-        FREEDOM graphs share it. Returned on ``device``."""
+        FREEDOM graphs share it. Returned on ``device``. With a ``cache_dir`` the lists are
+        read from / written to disk under the features' content hash (:mod:`slifmr.data.knn_cache`)."""
         key = (modality, int(k))
         if key not in self._knn_lists:
-            feats, mask = self.features_on(device)[modality]
-            self._knn_lists[key] = knn_graph(feats.float(), int(k), mask, self.knn_chunk)
+
+            def search() -> tuple[Tensor, Tensor, Tensor]:
+                feats, mask = self.features_on(device)[modality]
+                return knn_graph(feats.float(), int(k), mask, self.knn_chunk)
+
+            self._knn_lists[key] = knn_cache.cached_search(self.cache_dir, modality, self.features[modality],
+                                                           self.masks[modality], int(k), device, search)
         return tuple(t.to(device) for t in self._knn_lists[key])
 
     def feature_knn_raw(self, k: int, device: torch.device | str = "cpu") -> list[Tensor]:
