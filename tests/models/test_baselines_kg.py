@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from slifmr.data.dataset import RecDataset
 from slifmr.data.graph_store import GraphStore
 from slifmr.errors import DataError
-from slifmr.graphs.kg_ops import (collaborative_kg, head_index, relation_ptr, relational_aggregate,
+from slifmr.graphs.kg_ops import (collaborative_kg, edge_relations, head_index, relation_ptr, relational_aggregate,
                                   sample_kg_triples)
 from slifmr.models.kgat import KGAT, kgat_attention, transr_loss
 from slifmr.models.kgcl import KGCL, info_nce, kg_guided_keep_prob
@@ -48,6 +48,19 @@ def test_collaborative_kg_adds_inverses_and_interactions_as_relations():
     assert rows == sorted(rows, key=lambda t: (t[1], t[0], t[2]))  # one contiguous segment per relation
     ptr = relation_ptr(ckg[:, 1], 6)
     assert ptr.tolist() == [0, 3, 6, 9, 12, 14, 16]
+
+
+def test_edge_relations_expands_the_relation_offsets_and_checks_the_range():
+    # relation 0: edges 0-1, relation 1: none, relation 2: edges 2-4
+    ptr = torch.tensor([0, 2, 2, 5])
+    assert edge_relations(ptr, 3, "KGIN").tolist() == [0, 0, 2, 2, 2]
+    assert edge_relations(relation_ptr(torch.tensor([0, 0, 2, 2, 2]), 3), 3, "KGIN").tolist() == [0, 0, 2, 2, 2]
+    assert edge_relations(torch.tensor([0, 0, 0]), 0, "KGIN").tolist() == []  # no edges: nothing to check
+    with pytest.raises(DataError, match=r"model=kgrec: the KG view has relation ids up to 2 but the model has 2 "
+                                        r"\(self-loop 'sim' edges are not supported by KGRec\)"):
+        edge_relations(ptr, 2, "KGRec")
+    # a relation without edges past the table is fine: only ids that occur count
+    assert edge_relations(torch.tensor([0, 2, 2]), 1, "KGIN").tolist() == [0, 0]
 
 
 def test_kg_batch_is_seeded_existing_and_negatives_stay_in_the_tail_range():

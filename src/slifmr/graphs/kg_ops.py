@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from slifmr.errors import DataError
 from slifmr.graphs.kg import add_inverse
 
 
@@ -57,6 +58,20 @@ def relation_ptr(relations: Tensor, n_relations: int) -> Tensor:
     ptr = torch.zeros(n_relations + 1, dtype=torch.long)
     ptr[1:] = torch.cumsum(torch.bincount(relations.cpu(), minlength=n_relations), 0)
     return ptr
+
+
+def edge_relations(ptr: Tensor, n_relations: int, model: str) -> Tensor:
+    """(E,) relation id of each edge of a relation-sorted edge list, from its CSR offsets ``ptr``
+    (R'+1,) (the inverse of :func:`relation_ptr`), on ``ptr``'s device. A model with a fixed
+    table of ``n_relations`` relation embeddings cannot take more: the KG view's self-loop
+    ``sim`` relation (``kg_self_loop``) adds one, so an id ``>= n_relations`` is a DataError
+    naming ``model`` (its display name, e.g. ``"KGIN"``)."""
+    counts = ptr[1:] - ptr[:-1]  # (R',)
+    rels = torch.repeat_interleave(torch.arange(counts.numel(), device=ptr.device), counts)
+    if rels.numel() and int(rels.max()) >= n_relations:
+        raise DataError(f"model={model.lower()}: the KG view has relation ids up to {int(rels.max())} but the model "
+                        f"has {n_relations} (self-loop 'sim' edges are not supported by {model})")
+    return rels
 
 
 def head_index(heads: Tensor, n_nodes: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -22,6 +22,7 @@ from slifmr.errors import DataError
 from slifmr.graphs.adjacency import SparseOperator
 from slifmr.graphs.generated import RowMatrix, normalized_bipartite_with_self_loops, topk_edges
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
+from slifmr.graphs.kg_ops import edge_relations
 from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.diffmm import lightgcn_sum
 from slifmr.models.encoders.diffusion import (Denoiser, DiffusionSchedule, diffusion_loss, epoch_row_chunks,
@@ -195,11 +196,7 @@ class DiffKG(RecModel):
         if self._state is None or self._state["store"] is not self.graphs or self._state["device"] != self.device:
             g, dev, n = self.graphs, self.device, self.n_entities
             heads, tails, ptr, _ = g.kg_edges("cpu", prune=False)
-            counts = ptr[1:] - ptr[:-1]
-            rels = torch.repeat_interleave(torch.arange(counts.numel()), counts)
-            if rels.numel() and int(rels.max()) >= self.n_rel:
-                raise DataError(f"model=diffkg: the KG view has relation ids up to {int(rels.max())} but the model "
-                                f"has {self.n_rel} (self-loop 'sim' edges are not supported by DiffKG)")
+            rels = edge_relations(ptr.cpu(), self.n_rel, "DiffKG")
             h, t, r = dedup_kg(heads.cpu(), tails.cpu(), rels, n)
             keep = sample_per_head(h, n, self.triplet_num, torch.Generator().manual_seed(int(torch.initial_seed()) % 2**31))
             pairs = torch.unique(g.train_users * self.n_items + g.train_items)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from slifmr.errors import DataError
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
-from slifmr.graphs.kg_ops import head_index, sample_kg_triples
+from slifmr.graphs.kg_ops import edge_relations, head_index, sample_kg_triples
 from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.losses import bpr_loss, l2_reg
 
@@ -224,11 +224,7 @@ class KACL(RecModel):
             g, dev = self.graphs, self.device
             u, i = g.train_users, g.train_items + self.n_users
             heads, tails, ptr, _ = g.kg_edges("cpu")
-            counts = ptr[1:] - ptr[:-1]
-            rels = torch.repeat_interleave(torch.arange(counts.numel()), counts)
-            if rels.numel() and int(rels.max()) >= self.n_rel:
-                raise DataError(f"model=kacl: the KG view has relation ids up to {int(rels.max())} but the model "
-                                f"has {self.n_rel} (self-loop 'sim' edges are not supported by KACL)")
+            rels = edge_relations(ptr.cpu(), self.n_rel, "KACL")
             triples = torch.stack([heads, rels, tails], 1)
             order, hptr, present = head_index(heads, self.n_entities)
             self._graphs = {"store": g, "device": dev,

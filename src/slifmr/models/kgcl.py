@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from slifmr.errors import DataError
 from slifmr.graphs.adjacency import bipartite_adjacency, sym_normalize
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
+from slifmr.graphs.kg_ops import edge_relations
 from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.encoders.interaction import propagate
 from slifmr.models.losses import bpr_loss, l2_reg
@@ -141,11 +142,7 @@ class KGCL(RecModel):
         heads, tails, ptr, _ = self.graphs.kg_edges(self.device)
         cache = self._graphs["kg"].get(self.training)  # pruned (training) and whole (eval) versions
         if cache is None or cache[0] is not heads:
-            counts = (ptr[1:] - ptr[:-1]).to(self.device)
-            rels = torch.repeat_interleave(torch.arange(counts.numel(), device=self.device), counts)
-            if rels.numel() and int(rels.max()) >= self.n_rel:
-                raise DataError(f"model=kgcl: the KG view has relation ids up to {int(rels.max())} but the model "
-                                f"has {self.n_rel} (self-loop 'sim' edges are not supported by KGCL)")
+            rels = edge_relations(ptr.to(self.device), self.n_rel, "KGCL")
             keep = heads < self.n_items
             h, t, r = heads[keep], tails[keep], rels[keep]
             pattern = SparsePattern.build(h, t, (self.n_items, self.n_entities))

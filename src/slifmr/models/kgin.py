@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from slifmr.errors import DataError
 from slifmr.graphs.kg import SparsePattern, kg_propagate
-from slifmr.graphs.kg_ops import relational_aggregate
+from slifmr.graphs.kg_ops import edge_relations, relational_aggregate
 from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.losses import bpr_loss, l2_reg
 
@@ -131,12 +131,7 @@ class KGIN(RecModel):
         """(heads, tails, relations) of the store's KG view (inverse relations included)."""
         heads, tails, ptr, _ = self.graphs.kg_edges(self.device)
         if self._kg is None or self._kg[0] is not heads:
-            counts = (ptr[1:] - ptr[:-1]).to(self.device)
-            rels = torch.repeat_interleave(torch.arange(counts.numel(), device=self.device), counts)
-            if rels.numel() and int(rels.max()) >= self.n_rel:
-                raise DataError(f"model=kgin: the KG view has relation ids up to {int(rels.max())} but the model "
-                                f"has {self.n_rel} (self-loop 'sim' edges are not supported by KGIN)")
-            self._kg = (heads, tails, rels)
+            self._kg = (heads, tails, edge_relations(ptr.to(self.device), self.n_rel, "KGIN"))
         return self._kg
 
     # -- model -------------------------------------------------------------------------------

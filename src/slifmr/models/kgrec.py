@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from slifmr.errors import DataError
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
-from slifmr.graphs.kg_ops import (edge_trilinear, interaction_entries, relational_aggregate,
+from slifmr.graphs.kg_ops import (edge_relations, edge_trilinear, interaction_entries, relational_aggregate,
                                   weighted_relational_aggregate)
 from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.losses import bpr_loss, l2_reg
@@ -194,12 +194,7 @@ class KGRec(RecModel):
         """(heads, tails, relations) of the store's KG view (inverse relations included)."""
         heads, tails, ptr, _ = self.graphs.kg_edges(self.device)
         if self._kg is None or self._kg[0] is not heads:
-            counts = (ptr[1:] - ptr[:-1]).to(self.device)
-            rels = torch.repeat_interleave(torch.arange(counts.numel(), device=self.device), counts)
-            if rels.numel() and int(rels.max()) >= self.n_rel:
-                raise DataError(f"model=kgrec: the KG view has relation ids up to {int(rels.max())} but the model "
-                                f"has {self.n_rel} (self-loop 'sim' edges are not supported by KGRec)")
-            self._kg = (heads, tails, rels)
+            self._kg = (heads, tails, edge_relations(ptr.to(self.device), self.n_rel, "KGRec"))
         return self._kg
 
     def entities0(self) -> Tensor:

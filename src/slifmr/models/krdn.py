@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from slifmr.errors import DataError
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
-from slifmr.graphs.kg_ops import edge_trilinear, interaction_entries, weighted_relational_aggregate
+from slifmr.graphs.kg_ops import edge_relations, edge_trilinear, interaction_entries, weighted_relational_aggregate
 from slifmr.models.base import TOPK, RecModel, rows
 
 
@@ -158,11 +158,7 @@ class KRDN(RecModel):
             g, dev = self.graphs, self.device
             kg = g.kg_edges(dev, prune=False)
             heads, tails, ptr, _ = kg
-            counts = (ptr[1:] - ptr[:-1]).to(dev)
-            rels = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts)
-            if rels.numel() and int(rels.max()) >= self.n_rel:
-                raise DataError(f"model=krdn: the KG view has relation ids up to {int(rels.max())} but the model "
-                                f"has {self.n_rel} (self-loop 'sim' edges are not supported by KRDN)")
+            rels = edge_relations(ptr.to(dev), self.n_rel, "KRDN")
             ui = {k: v.to(dev) for k, v in interaction_entries(g.train_users, g.train_items, self.n_users,
                                                                  self.n_items).items()}
             r, c = ui["rows"].cpu(), ui["cols"].cpu()
