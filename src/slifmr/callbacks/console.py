@@ -12,11 +12,16 @@ log = logging.getLogger("slifmr.train")
 
 
 class ProgressBar(TQDMProgressBar):
-    """Lightning's bar without its ``v_num`` (the logger's version, always 0 in a Hydra run dir)."""
+    """Lightning's bar without its ``v_num`` (the logger's version, always 0 in a Hydra run dir),
+    with the last training step's loss (``RecModel.last_step_loss``), read only when the bar
+    refreshes (every ``refresh_rate`` steps): the one host read of a training epoch."""
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
+        loss = getattr(pl_module, "last_step_loss", None)
+        if loss is not None:
+            items = {"loss": float(loss), **items}
         return items
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from slifmr.data import cache
@@ -191,15 +192,25 @@ class RecDataModule(pl.LightningDataModule):
         t = self.trainer
         return (0, 1) if t is None else (int(t.global_rank), int(t.world_size))
 
+    def _device(self) -> torch.device:
+        """The model's device (where BPR batches are drawn); the CPU outside a Trainer."""
+        t = self.trainer
+        return torch.device("cpu") if t is None else t.strategy.root_device
+
     def train_dataloader(self) -> DataLoader:
         rank, world = self._shard()
-        if self._train is None or (self._train.rank, self._train.world_size) != (rank, world):
-            self._train = BPRBatches(self.data.train, self.data.n_items, self.batch_size, self.seed, rank, world)
+        device = self._device()
+        if self._train is None or (self._train.rank, self._train.world_size, self._train.device) != (rank, world,
+                                                                                                     device):
+            self._train = BPRBatches(self.data.train, self.data.n_items, self.batch_size, self.seed, rank, world,
+                                     device=device)
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         self._train.set_epoch(epoch)
         self.graphs.set_epoch(epoch)
         sampler = EveryBatch(self._train)  # not Lightning's: the dataset shards itself
-        return DataLoader(self._train, batch_size=None, sampler=sampler, num_workers=self.num_workers)
+        # batches drawn on a GPU are a few kernel launches: no worker processes (they cannot hold CUDA tensors)
+        workers = self.num_workers if device.type == "cpu" else 0
+        return DataLoader(self._train, batch_size=None, sampler=sampler, num_workers=workers)
 
     def _ranking(self, split: str) -> DataLoader:
         """Ranking batches of one split, built once (dataloaders are reloaded every epoch)."""

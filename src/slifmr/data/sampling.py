@@ -14,6 +14,14 @@ round with repeats):
 - evaluation: rank r ranks the r-th contiguous share of the users, in chunks, and every rank
   gets the same number of chunks (the last may be empty): no user is counted twice, none is
   left out, and no rank waits on another inside the loop.
+
+BPR batches are drawn on the model's device (``device``): the train pairs are copied there once,
+and each batch is a slice of a permutation plus one ``randint``, made by a generator on that
+device. So a GPU step gets its batch without a host-to-device copy (Lightning's transfer of a
+CPU batch is a pageable copy that waits for the GPU), and on the CPU the generator, its seeds and
+its calls are exactly those of a CPU-only sampler: the same batches, bit for bit. A CUDA
+generator draws other numbers than the CPU one for the same seed (Philox vs Mersenne Twister),
+reproducibly, and the same on every rank.
 """
 
 from __future__ import annotations
@@ -49,12 +57,15 @@ class BPRBatches(Dataset):
     Negatives are drawn uniformly over all items without rejection (SPEC engineering notes:
     about 0.04% false negatives at Amazon-Book density). The permutation and the negatives are
     seeded by (seed, epoch, batch) so a batch is reproducible whichever rank or worker draws it.
+    ``device``: where the pairs live and the batches are drawn (the model's device; a loader over
+    a non-CPU device must not use worker processes).
     """
 
     def __init__(self, train: np.ndarray, n_items: int, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1):
-        self.users = torch.as_tensor(train[:, 0], dtype=torch.long)
-        self.items = torch.as_tensor(train[:, 1], dtype=torch.long)
+                 rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.users = torch.as_tensor(train[:, 0], dtype=torch.long).to(self.device)  # (N,)
+        self.items = torch.as_tensor(train[:, 1], dtype=torch.long).to(self.device)  # (N,)
         self.n_items = n_items
         self.batch_size = batch_size  # global: split across ranks
         self.seed = seed
@@ -73,17 +84,20 @@ class BPRBatches(Dataset):
         # (a NaN mean loss): those < world_size pairs sit this epoch out (re-shuffled next one)
         return n_full + int(tail >= max(1, self.world_size))
 
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(seed)
+
     def _permutation(self) -> torch.Tensor:
         if self._perm_epoch != self.epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            self._perm = torch.randperm(len(self.users), generator=g)
+            g = self._generator(self.seed * 1_000_003 + self.epoch)
+            self._perm = torch.randperm(len(self.users), generator=g, device=self.device)  # (N,)
             self._perm_epoch = self.epoch
         return self._perm
 
     def __getitem__(self, b: int) -> dict[str, torch.Tensor]:
-        idx = self._permutation()[b * self.batch_size : (b + 1) * self.batch_size]
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + b)
-        neg = torch.randint(0, self.n_items, (len(idx),), generator=g)
+        idx = self._permutation()[b * self.batch_size : (b + 1) * self.batch_size]  # (B,)
+        g = self._generator((self.seed * 1_000_003 + self.epoch) * 100_003 + b)
+        neg = torch.randint(0, self.n_items, (len(idx),), generator=g, device=self.device)  # (B,)
         if self.world_size == 1:
             return {"users": self.users[idx], "pos": self.items[idx], "neg": neg}
         # the same global batch (permutation and negatives) on every rank; keep this rank's slice
@@ -91,7 +105,8 @@ class BPRBatches(Dataset):
         idx, neg = idx[start:end], neg[start:end]
         # DDP averages gradients over ranks: weighting each slice's mean loss by its share of the
         # batch makes the average the whole batch's mean gradient, also for unequal slices
-        scale = torch.tensor(self.world_size * (end - start) / self.batch_rows(b))
+        # a fill on the device, not a host tensor copied over
+        scale = torch.full((), self.world_size * (end - start) / self.batch_rows(b), device=self.device)
         return {"users": self.users[idx], "pos": self.items[idx], "neg": neg, "grad_scale": scale}
 
     def batch_rows(self, b: int) -> int:

@@ -54,6 +54,7 @@ class RecModel(pl.LightningModule):
         self._diag_logs: dict[str, Tensor] = {}
         self.view_metrics = nn.ModuleDict()  # name -> RankingMetrics of a view, made on first use
         self.graphs: GraphSource | None = None  # the DataModule's GraphStore, attached in setup()
+        self.last_step_loss: Tensor | None = None  # () on the device: the progress bar's loss (log_train)
 
     def init_id_embeddings(self, dim: int) -> None:
         """User and item ID tables, Xavier-initialised (the paper's initialiser)."""
@@ -107,13 +108,20 @@ class RecModel(pl.LightningModule):
         """Give the model the graph store it reads graphs from (outside a Trainer too)."""
         self.graphs = graphs
 
+    def log_train(self, losses: dict[str, Tensor], step_loss: Tensor, batch_size: int) -> None:
+        """Log a training step without reading a tensor on the host (on a GPU a read waits for
+        the queued kernels): ``train/<name>`` as epoch means, accumulated on the device and
+        all-reduced over ranks once, at the epoch's end. The step loss is kept as
+        :attr:`last_step_loss` for the progress bar (callbacks/console.py), which reads it only
+        when it refreshes: a ``self.log(..., prog_bar=True, on_step=True)`` value would be read by
+        Lightning after every step."""
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=False, on_epoch=True,
+                      batch_size=batch_size, prog_bar=False, sync_dist=True)
+        self.last_step_loss = step_loss.detach()
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         losses = self.loss(batch)
-        bs = len(batch["users"])
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=False, on_epoch=True,
-                      batch_size=bs, prog_bar=False, sync_dist=True)  # epoch means over all ranks
-        self.log("loss", losses["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=bs,
-                 logger=False)
+        self.log_train(losses, losses["loss"], len(batch["users"]))
         if "grad_scale" in batch:  # DDP: this rank's share of the global batch (data/sampling.py)
             return losses["loss"] * batch["grad_scale"]
         return losses["loss"]

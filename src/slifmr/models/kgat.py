@@ -232,11 +232,7 @@ class KGAT(RecModel):
         self.manual_backward(kg["loss"])
         opt_kg.step()
         logs = {**cf, "kg_loss": kg["loss"], "kg": kg["kg"], "kg_reg": kg["kg_reg"]}
-        bs = len(batch["users"])
-        self.log_dict({f"train/{k}": v.detach() for k, v in logs.items()}, on_step=False, on_epoch=True,
-                      batch_size=bs)
-        self.log("loss", cf["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=bs,
-                 logger=False)
+        self.log_train(logs, cf["loss"], len(batch["users"]))
         return cf["loss"].detach()
 
     def cf_parameters(self) -> list[nn.Parameter]:
