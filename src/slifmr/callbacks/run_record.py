@@ -42,10 +42,14 @@ REFRESH_KEY = "self_loop/refresh_seconds"  # logged by callbacks/self_loop.py pe
 class RunRecordCallback(pl.Callback):
     """Accumulates per-phase wall time, epochs run and the per-epoch validation metrics."""
 
-    def __init__(self, monitor: str = "val/recall@20", mode: str = "max") -> None:
+    def __init__(self, monitor: str = "val/recall@20", mode: str = "max", synchronize: bool = False) -> None:
+        """``synchronize``: wait for the GPU before every timer read (CUDA calls return before their
+        kernels run, so without it a step's time is its launch time and the wait shows up in the
+        next phase). For benchmarks (benchmarks/gpu.py): each read costs the GPU its queue."""
         if mode not in ("max", "min"):
             raise ValueError(f"run_record.mode must be 'max' or 'min', got '{mode}'")
         self.monitor, self.mode = monitor, mode
+        self.synchronize = synchronize
         self.seconds: dict[str, float] = defaultdict(float)
         self.val_history: list[dict[str, Any]] = []  # {"epoch": e, "recall@20": ..., ...} per validation
         self.self_loop_history: list[dict[str, Any]] = []  # {"epoch": e, "g_share": ..., ...} per refresh
@@ -57,13 +61,18 @@ class RunRecordCallback(pl.Callback):
         self.written: Path | None = None  # the record file, once written
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _now(self) -> float:
+        if self.synchronize and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     def _start(self, phase: str) -> None:
-        self._starts[phase] = time.perf_counter()
+        self._starts[phase] = self._now()
 
     def _stop(self, phase: str) -> None:
         t0 = self._starts.pop(phase, None)
         if t0 is not None:
-            self.seconds[phase] += time.perf_counter() - t0
+            self.seconds[phase] += self._now() - t0
 
     def _collect_refreshes(self, trainer: pl.Trainer) -> None:
         """Add the self-loop refresh time logged since the last look (one refresh per epoch at
@@ -107,11 +116,11 @@ class RunRecordCallback(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._collect_refreshes(trainer)  # the previous epoch's refresh is logged by now
-        self._mark = time.perf_counter()
+        self._mark = self._now()
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        now = time.perf_counter()
+        now = self._now()
         if self._mark is not None:
             self.seconds["dataloading"] += now - self._mark
         self._starts["train_step"] = now
@@ -119,7 +128,7 @@ class RunRecordCallback(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         self._stop("train_step")
-        self._mark = time.perf_counter()
+        self._mark = self._now()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epochs_run += 1
