@@ -377,6 +377,24 @@ def test_testing_a_checkpoint_saved_before_any_refresh(resume_runs, shared_data,
     assert 0.0 <= metrics["test/recall@20"] <= 1.0
 
 
+def test_a_checkpoint_validated_without_a_graph_is_tested_without_one():
+    """After a fit the store holds the graph refreshed after the last epoch; testing the epoch-0
+    checkpoint (validated before any refresh) must clear it, not test with it. A checkpoint
+    without the callback's state leaves the store alone."""
+    cb, model, store = SelfLoopCallback(), StubModel(enabled=True, interval=1, top_n=3), StubData().graphs
+    refreshed = brute_raw(reps(0), 3).float().to_sparse().coalesce()  # (I, I) COO, as the callback keeps it
+    epoch0 = {"callbacks": {cb.state_key: {"last_refresh_epoch": 0, "n_refreshes": 1, "n_items": N_ITEMS,
+                                            "raw_indices": refreshed.indices(), "raw_values": refreshed.values()}}}
+    store.set_item_graph(refreshed)
+    assert cb.restore_test_graph({"callbacks": {}}, store, model) is False and store.item_graph is not None
+    assert cb.restore_test_graph(epoch0, store, model) is False
+    assert store.item_graph is None
+    epoch1 = {"callbacks": {cb.state_key: {**epoch0["callbacks"][cb.state_key], "eval_indices": refreshed.indices(),
+                                           "eval_values": refreshed.values()}}}
+    assert cb.restore_test_graph(epoch1, store, model) is True
+    torch.testing.assert_close(store.item_graph.to_dense(), refreshed.to_dense())
+
+
 def test_refresh_graph_by_hand_and_no_grad():
     # 4 vectors: rows a->{b .8, c .6}, b->{c .96, a .8}, ... (the product path: build + normalise)
     x = torch.tensor([[1.0, 0.0], [4.0, 3.0], [3.0, 4.0], [0.0, 1.0]], requires_grad=True)

@@ -171,14 +171,17 @@ class SelfLoopCallback(pl.Callback):
     def restore_test_graph(self, checkpoint: dict, graphs: GraphSource, model: object) -> bool:
         """Put into ``graphs`` the graph a loaded ``checkpoint`` was validated with, as ``model``'s
         self-loop settings inject it; True if there was one. ``on_test_start`` uses it, and so
-        does code that uses a checkpoint outside ``trainer.test`` (slifmr.inference)."""
+        does code that uses a checkpoint outside ``trainer.test`` (slifmr.inference). A checkpoint
+        validated before any refresh (epoch 0) clears the store's graph: after a fit, the store
+        holds the graph refreshed after the last epoch, which that checkpoint never saw."""
         settings = self.settings_of(model)
         if settings is None or not settings.enabled:
             return False
         state = checkpoint.get("callbacks", {}).get(self.state_key)
-        graph = None if state is None else self._graph(state, "eval")
-        if graph is not None:
-            graphs.set_item_graph(graph, settings.a_block)
+        if state is None:  # not written by a run of this callback: leave the store alone
+            return False
+        graph = self._graph(state, "eval")
+        graphs.set_item_graph(graph, settings.a_block)
         return graph is not None
 
     @staticmethod
