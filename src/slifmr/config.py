@@ -94,8 +94,9 @@ def upgrade_config(cfg: DictConfig) -> DictConfig:
     """A copy of a run config in today's layout, for runs recorded before SLIF-MR's knobs moved under
     its model (issue 11): the top-level ``consistency`` / ``self_loop`` blocks go into ``model`` (SLIF-MR)
     or away, ``dataset.knn_k`` / ``dataset.prune_ratio`` become ``model.knn_k`` / the ratio of a
-    null ``model.prune_ratio``, the self-loop callback keeps only its own ``chunk_size``.
-    A config already in today's layout comes back equal."""
+    null ``model.prune_ratio``, the self-loop callback keeps only its own ``chunk_size``; an old
+    ``self_loop`` block without ``a_block`` (before issue 14) gets ``normalized``, the one way its
+    run placed G^n. A config already in today's layout comes back equal."""
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         model = cfg.get("model")
@@ -105,6 +106,8 @@ def upgrade_config(cfg: DictConfig) -> DictConfig:
                 continue
             block = OmegaConf.to_container(cfg[key], resolve=False)
             del cfg[key]
+            if key == "self_loop" and "a_block" not in block:
+                block["a_block"] = "normalized"  # before issue 14 G^n entered A^n / S^n only this way
             if slif and (key not in model or OmegaConf.is_interpolation(model, key)):
                 model[key] = block
         dataset = cfg.get("dataset")
@@ -119,6 +122,36 @@ def upgrade_config(cfg: DictConfig) -> DictConfig:
             for key in [k for k in callback if k not in ("_target_", "chunk_size")]:
                 del callback[key]
     return cfg
+
+
+# SLIF-MR's constructor arguments that a run before issue 11 set outside the model
+MOVED_MODEL_KEYS = ("knn_k", "consistency", "self_loop")
+
+
+def upgrade_hparams(hparams: dict[str, Any], config: DictConfig | dict | None) -> dict[str, Any]:
+    """A checkpoint's model hyper-parameters as its run used them, for today's constructors.
+
+    Before issue 11 SLIF-MR's ``prune_ratio: null`` meant "the data module's ``prune_ratio``"
+    (``GraphStore.interaction_adj(ratio=None)``; 0.0 unless ``dataset.prune_ratio`` was set, the
+    default of every data module and dataset config then), and its kNN k and self-loop settings
+    lived outside the model; today ``prune_ratio`` must be a number in [0, 1). ``config``: the
+    run's composed config in any layout (the checkpoint's stored copy, else the run directory's);
+    null becomes its ``model.prune_ratio`` after :func:`upgrade_config`, 0.0 without one, and the
+    moved keys the checkpoint lacks are taken from it. Pruning is training-only, so the ratio
+    changes nothing a loaded model computes in evaluation; it matters to a resumed run."""
+    hp = dict(hparams)
+    model: dict[str, Any] = {}
+    if config:
+        node = upgrade_config(OmegaConf.create(config)).get("model")
+        model = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    if "prune_ratio" in hp and hp["prune_ratio"] is None:
+        ratio = model.get("prune_ratio")
+        hp["prune_ratio"] = 0.0 if ratio is None else ratio
+    if str(model.get("_target_", "")).endswith(".SLIFMR"):
+        for key in MOVED_MODEL_KEYS:
+            if key not in hp and key in model:
+                hp[key] = model[key]
+    return hp
 
 
 def register_resolvers() -> None:

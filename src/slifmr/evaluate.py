@@ -14,8 +14,9 @@ from omegaconf import DictConfig
 
 from slifmr.checkpoints import CLASS_KEY, AtomicCheckpointIO, CheckpointError, check_data, read_checkpoint, \
     stored_fingerprint
-from slifmr.config import register_resolvers
+from slifmr.config import register_resolvers, upgrade_hparams
 from slifmr.callbacks.self_loop import SelfLoopCallback
+from slifmr.resume import CONFIG_KEY
 from slifmr.runner import finish_loggers, instantiate_loggers, print_metrics, report_errors
 from slifmr.warnings_filter import quiet_third_party
 
@@ -39,7 +40,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     except (ImportError, ValueError) as exc:
         raise CheckpointError(f"names model class '{target}', which cannot be imported: {exc}", cfg.ckpt_path) from exc
     try:
-        model = model_cls.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
+        hparams = ckpt.get("hyper_parameters") or {}
+        upgraded = upgrade_hparams(hparams, ckpt.get(CONFIG_KEY))  # an old run's null prune_ratio etc.
+        changed = {k: v for k, v in upgraded.items() if k not in hparams or hparams[k] != v}
+        model = model_cls.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True, **changed)
     except (KeyError, TypeError, RuntimeError) as exc:  # hyper-parameters or weights do not fit the class
         raise CheckpointError(f"cannot rebuild {target} from it: {type(exc).__name__}: {exc}", cfg.ckpt_path) from exc
     if model.meta["n_items"] != datamodule.meta["n_items"] or model.meta["n_users"] != datamodule.meta["n_users"]:

@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from slifmr.config import upgrade_config
+from slifmr.config import upgrade_config, upgrade_hparams
 from slifmr.errors import DataError
 
 CHECKPOINT = Path("checkpoints") / "best.ckpt"
@@ -196,6 +196,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
 
     from slifmr.checkpoints import check_data, read_checkpoint, stored_fingerprint
     from slifmr.config import register_resolvers
+    from slifmr.resume import CONFIG_KEY
     from slifmr.runner import instantiate_callbacks
 
     register_resolvers()
@@ -212,7 +213,8 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
         ckpt = read_checkpoint(ckpt_path)  # weights only; a broken or foreign file is a named error
         check_data(stored_fingerprint(ckpt), ckpt_path, datamodule.fingerprint)
         target = ckpt.get("slifmr_model_class") or cfg.model._target_
-        model = hydra.utils.get_class(target)(**ckpt["hyper_parameters"])
+        stored = ckpt.get(CONFIG_KEY) or OmegaConf.to_container(cfg, resolve=True)
+        model = hydra.utils.get_class(target)(**upgrade_hparams(ckpt["hyper_parameters"], stored))
         model.load_state_dict(ckpt["state_dict"])
     else:
         model = hydra.utils.instantiate(cfg.model, meta=datamodule.meta, _convert_="all")

@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from slifmr.checkpoints import CheckpointError, read_checkpoint
-from slifmr.config import plain_config
+from slifmr.config import plain_config, upgrade_config
 from slifmr.errors import DataError
 
 CONFIG_KEY = "slifmr_config"
@@ -87,7 +87,9 @@ def resolve_ckpt(cfg: DictConfig) -> str | None:
     ckpt = read_checkpoint(path)
     stored = ckpt.get(CONFIG_KEY)
     if stored is not None:
-        diff = config_differences(stored, plain_config(cfg))
+        # a run recorded in an older layout is compared as today's code reads it (config.upgrade_config)
+        diff = config_differences(OmegaConf.to_container(upgrade_config(OmegaConf.create(stored)), resolve=True),
+                                  plain_config(cfg))
         if diff:
             raise CheckpointError("was written by another configuration; resume with the run's own settings "
                                   f"(differences: {'; '.join(diff[:6])}{' ...' if len(diff) > 6 else ''})", path)
