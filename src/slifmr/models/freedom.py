@@ -97,6 +97,13 @@ class FREEDOM(RecModel):
         return self.graphs.frozen_item_graph(self.modality_weights, k=self.knn_k, weighted=False,
                                              device=self.device)
 
+    def on_train_epoch_start(self) -> None:
+        """The epoch's graphs (the frozen S, this epoch's pruning sample of A) built on the device
+        before its steps, so that no training step builds one."""
+        if self.graphs is not None:
+            self.item_graph()
+            self.graphs.interaction_adj(self.device, prune=True, ratio=self.prune_ratio, stream="freedom")
+
     def forward(self) -> tuple[Tensor, Tensor]:
         """(users (U, d), items (I, d)); the pruned graph in training, the whole one otherwise."""
         h = self.item_emb.weight
