@@ -103,3 +103,16 @@ def test_gpu_training_epoch_never_synchronises(shared_data):
     """Batches drawn on the GPU (no host-to-device copy), nothing read: no sync between steps 2..N."""
     watch = _fit(shared_data, LightGCN, bar_every=None, log_every=1, device="gpu", counter=_NoSyncAfterFirstStep())
     assert watch.steps >= 5 and watch.devices == {"cuda"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_ranking_chunks_are_pinned(shared_data):
+    """Validation chunks come pinned, so their copy to the GPU does not wait for the queue."""
+    dm = RecDataModule("ml-100k-kg-tiny", str(shared_data / "ml-100k-kg-tiny"), eval_batch_size=64, seed=0)
+    dm.setup("fit")
+    trainer = pl.Trainer(accelerator="gpu", devices=1, logger=False)
+    dm.trainer = trainer
+    chunk = next(iter(dm.val_dataloader()))
+    assert all(v.is_pinned() for v in chunk.values())
+    dm.trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False)
+    assert not any(v.is_pinned() for v in next(iter(dm.val_dataloader())).values())

@@ -221,7 +221,10 @@ class RecDataModule(pl.LightningDataModule):
             self._ranking_sets[key] = RankingBatches(known, getattr(d, split), d.n_users, self.eval_batch_size,
                                                      *key[1:])
         batches = self._ranking_sets[key]
-        return DataLoader(batches, batch_size=None, sampler=EveryBatch(batches), num_workers=self.num_workers)
+        # on a GPU: pinned chunks, so Lightning's non_blocking copy does not wait for the previous
+        # chunk's ranking and the next chunk is gathered on the host meanwhile
+        return DataLoader(batches, batch_size=None, sampler=EveryBatch(batches), num_workers=self.num_workers,
+                          pin_memory=self._device().type == "cuda")
 
     def val_dataloader(self) -> DataLoader:
         return self._ranking("valid")
