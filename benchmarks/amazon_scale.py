@@ -112,6 +112,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--kg-attention-every", default="1,8",
                     help="SLIF-MR steps are timed for each value (1 = exact per-step KG attention)")
+    ap.add_argument("--prune-ratio", type=float, default=None,
+                    help="SLIF-MR's model.prune_ratio (default: the model's own default); the step's cost "
+                         "falls with it, so compare runs at the same ratio")
     ap.add_argument("--smoke", action="store_true", help="a small synthetic dataset: check the script runs")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -163,7 +166,9 @@ def main() -> None:
         store.feature_knn(10)
         out["feature_knn_build_s"] = time.perf_counter() - t0
         everies = [int(v) for v in args.kg_attention_every.split(",")]
-        model = SLIFMR(meta, L=2, kg_attention_every=everies[0]).to(dev)
+        extra = {} if args.prune_ratio is None else {"prune_ratio": args.prune_ratio}
+        model = SLIFMR(meta, L=2, kg_attention_every=everies[0], **extra).to(dev)
+        out["slifmr_prune_ratio"] = model.prune_ratio
         model.attach(store)
         cb = SelfLoopCallback()
 

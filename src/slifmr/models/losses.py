@@ -22,6 +22,99 @@ def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
     return F.softplus(neg_scores - pos_scores).mean()
 
 
+# Rows per tile of the B x B similarity blocks below: a tile holds about this many entries. On the
+# CPU a whole (V, B, B) block (V views, B ~ 3,500 items at Amazon-Book scale: 147 MB) is freshly
+# allocated memory for each of a dozen elementwise passes, forward and backward; above glibc's mmap
+# threshold (32 MB) each allocation page-faults on first touch, which made these two losses most of
+# a SLIF-MR step (issue 13). Tiles of 2^21 entries (8 MB) stay in cache and in the heap. On a GPU
+# one tile covers the block up to 2^27 entries, so the step's kernel count does not grow.
+TILE_ENTRIES = {"cpu": 1 << 21, "default": 1 << 27}
+
+
+def _rows_per_tile(device: torch.device, rows: int, cols: int) -> int:
+    """Rows of a (rows, cols) block per tile (>= 1) so a tile has at most TILE_ENTRIES entries."""
+    budget = TILE_ENTRIES.get(device.type, TILE_ENTRIES["default"])
+    return max(1, min(rows, budget // max(1, cols)))
+
+
+class _InfoNCE(torch.autograd.Function):
+    """(V,) ``mean_i [logsumexp_j (v_ai . x_j / tau) - v_ai . x_i / tau]`` (j != i with
+    ``exclude``) over row tiles of the (V, B, B) logits, never the whole block: forward keeps
+    only each row's logsumexp (V, B); backward recomputes a tile and forms its softmax in place.
+    ``x`` is the stop-gradient target, so only ``v`` gets a gradient."""
+
+    @staticmethod
+    def forward(ctx, v: Tensor, x: Tensor, tau: float, exclude: bool) -> Tensor:
+        # v: (V, B, d) unit rows, x: (B, d) unit rows (no gradient)
+        n = x.shape[0]
+        xs = x / tau  # (B, d): logits = v @ xs.T, the 1/tau folded into the small factor
+        lse = v.new_empty(v.shape[:2])  # (V, B)
+        pos = v.new_empty(v.shape[:2])  # (V, B)
+        step = _rows_per_tile(v.device, v.shape[0] * n, n) // max(1, v.shape[0]) or 1
+        for r0 in range(0, n, step):
+            tile = torch.matmul(v[:, r0:r0 + step], xs.T)  # (V, c, B)
+            diag = tile.diagonal(offset=r0, dim1=-2, dim2=-1)  # (V, c): the positives (i, i)
+            pos[:, r0:r0 + step] = diag
+            if exclude:
+                diag.fill_(float("-inf"))
+            lse[:, r0:r0 + step] = torch.logsumexp(tile, dim=-1)
+        ctx.save_for_backward(v, xs, lse)
+        ctx.exclude, ctx.step = exclude, step
+        return (lse - pos).mean(-1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        v, xs, lse = ctx.saved_tensors
+        n, step = xs.shape[0], ctx.step
+        scale = (grad / n).view(-1, 1, 1)  # (V, 1, 1): d mean_i / d row i
+        grad_v = torch.empty_like(v)
+        for r0 in range(0, n, step):
+            tile = torch.matmul(v[:, r0:r0 + step], xs.T)  # (V, c, B)
+            if ctx.exclude:
+                tile.diagonal(offset=r0, dim1=-2, dim2=-1).fill_(float("-inf"))
+            tile.sub_(lse[:, r0:r0 + step, None]).exp_()  # softmax over j
+            # d/dv_ai [lse_ai - pos_ai] = sum_j p_aij xs_j - xs_i
+            grad_v[:, r0:r0 + step] = (torch.matmul(tile, xs) - xs[r0:r0 + step]) * scale
+        return grad_v, None, None, None
+
+
+class _Uniformity(torch.autograd.Function):
+    """(V,) ``logsumexp_{i,j} (2t (min(z_ai . z_aj, 1) - 1))`` (= ``-t ||z_ai - z_aj||^2`` on the
+    sphere, clamped at 0 as before) over row tiles of the (V, B, B) Gram blocks: forward keeps one
+    logsumexp per tile, backward recomputes each tile's share ``p`` of the total and returns
+    ``4t p @ z`` (the Gram block is symmetric, so row and column terms are equal)."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, t: float) -> Tensor:
+        # z: (V, B, d) unit rows
+        n = z.shape[1]
+        step = _rows_per_tile(z.device, z.shape[0] * n, n) // max(1, z.shape[0]) or 1
+        parts = []
+        for r0 in range(0, n, step):
+            tile = torch.matmul(z[:, r0:r0 + step], z.transpose(-1, -2))  # (V, c, B) Gram rows
+            tile.clamp_max_(1.0).sub_(1.0).mul_(2.0 * t)
+            parts.append(torch.logsumexp(tile.flatten(1), dim=-1))  # (V,)
+        total = torch.logsumexp(torch.stack(parts), dim=0)  # (V,)
+        ctx.save_for_backward(z, total)
+        ctx.t, ctx.step = t, step
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        z, total = ctx.saved_tensors
+        n, t, step = z.shape[1], ctx.t, ctx.step
+        scale = (4.0 * t * grad).view(-1, 1, 1)  # (V, 1, 1)
+        grad_z = torch.empty_like(z)
+        for r0 in range(0, n, step):
+            gram = torch.matmul(z[:, r0:r0 + step], z.transpose(-1, -2))  # (V, c, B)
+            above = gram > 1.0  # clamped entries carry no gradient
+            p = gram.sub_(1.0).mul_(2.0 * t).sub_(total.view(-1, 1, 1)).exp_().masked_fill_(above, 0.0)
+            grad_z[:, r0:r0 + step] = torch.matmul(p, z) * scale
+        return grad_z, None
+
+
 def inter_modal_loss(view: Tensor, fused: Tensor, tau: float, exclude_positive: bool = True) -> Tensor:
     """Inter-modal consistency (Eq. 19) of one view against the fused items.
 
@@ -30,17 +123,14 @@ def inter_modal_loss(view: Tensor, fused: Tensor, tau: float, exclude_positive: 
     detached here (the paper's sg(.)), so the alignment is one-way: only the view moves.
     ``exclude_positive=True`` follows the paper's denominator (sum over j != i);
     ``False`` is the usual InfoNCE (j over all items). The paper sums over i; we take the
-    mean so the weight beta does not depend on the batch size.
+    mean so the weight beta does not depend on the batch size. Computed in row tiles
+    (:data:`TILE_ENTRIES`), never as a whole B x B block per view.
     """
     # view: (B, d) or (V, B, d) (V views at once: one value per view), fused: (B, d)
     v = F.normalize(view, dim=-1)
     x = F.normalize(fused.detach(), dim=-1)
-    logits = v @ x.T / tau  # (..., B, B), logits[i, j] = sim(view_i, sg(fused_j)) / tau
-    pos = logits.diagonal(dim1=-2, dim2=-1)  # (..., B)
-    if exclude_positive:
-        eye = torch.eye(logits.shape[-1], dtype=torch.bool, device=logits.device)
-        logits = logits.masked_fill(eye, float("-inf"))
-    return (torch.logsumexp(logits, dim=-1) - pos).mean(-1)
+    out = _InfoNCE.apply(v if v.dim() == 3 else v.unsqueeze(0), x, float(tau), bool(exclude_positive))  # (V,)
+    return out if v.dim() == 3 else out.squeeze(0)
 
 
 def uniformity_loss(x: Tensor, t: float = 2.0) -> Tensor:
@@ -50,12 +140,14 @@ def uniformity_loss(x: Tensor, t: float = 2.0) -> Tensor:
     diagonal (i == j) included, as the paper's 1/|I|^2 sum_{i,j} says (Wang & Isola
     use pdist, i.e. i < j; the diagonal only adds a constant-sized term). The log is
     outside the mean (the text's intent, a uniform spread), not inside as printed.
+    Computed in row tiles of the Gram block (:data:`TILE_ENTRIES`).
     """
     # x: (B, d) or (V, B, d) (V views at once: one value per view)
     z = F.normalize(x, dim=-1)
-    sq_dist = (2.0 - 2.0 * (z @ z.transpose(-1, -2))).clamp_min(0.0)  # (..., B, B), ||z_i - z_j||^2 on the sphere
-    n = sq_dist.shape[-1] * sq_dist.shape[-2]
-    return torch.logsumexp((-t * sq_dist).flatten(-2), dim=-1) - math.log(n)
+    zz = z if z.dim() == 3 else z.unsqueeze(0)
+    n = zz.shape[1]
+    out = _Uniformity.apply(zz, float(t)) - 2.0 * math.log(n)  # (V,): log of the mean over n^2 pairs
+    return out if z.dim() == 3 else out.squeeze(0)
 
 
 def l2_reg(*tensors: Tensor) -> Tensor:
