@@ -260,6 +260,7 @@ def time_model(name: str, ds, device, args, max_seconds: float) -> dict:
         "warmup_epoch_s": clock.epochs[0]["wall"],
         "kernel_share": prof.kernel_share,
         "profiled_steps": prof.profiled,
+        **({"profiler_error": prof.error} if prof.error else {}),
         "peak_cuda_gb": torch.cuda.max_memory_allocated(device) / 1024**3 if device.type == "cuda" else None,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "fit_s": fit_s,
@@ -316,7 +317,8 @@ class StepProfiler(_callback_base()):
     def __init__(self, device, after: int, steps: int) -> None:
         self.device, self.after, self.steps = device, after, steps
         self.kernel_share: float | None = None
-        self.profiled = 0
+        self.profiled = 0  # -1: the profiler failed (``error``)
+        self.error: str | None = None
         self._prof = None
         self._t0 = 0.0
 
@@ -329,9 +331,14 @@ class StepProfiler(_callback_base()):
         from torch.profiler import ProfilerActivity, profile
 
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
-        self._prof = profile(activities=acts)
-        sync(self.device)
-        self._prof.__enter__()
+        try:  # a profiler that cannot start (no CUPTI) costs the figure, not the model's timing
+            self._prof = profile(activities=acts)
+            sync(self.device)
+            self._prof.__enter__()
+        except Exception as e:  # noqa: BLE001
+            self._prof, self.error = None, f"{type(e).__name__}: {e}"
+            self.profiled = -1
+            return
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -343,12 +350,15 @@ class StepProfiler(_callback_base()):
             return
         sync(self.device)
         wall = time.perf_counter() - self._t0
-        self._prof.__exit__(None, None, None)
-        if self.device.type == "cuda":
-            kernel_us = sum(evt.self_device_time_total for evt in self._prof.key_averages()
-                            if getattr(evt, "device_type", None) is not None and evt.device_type.name == "CUDA")
-            self.kernel_share = kernel_us / 1e6 / wall if wall > 0 else None
-        self._prof = None
+        prof, self._prof = self._prof, None
+        try:
+            prof.__exit__(None, None, None)
+            if self.device.type == "cuda":
+                kernel_us = sum(evt.self_device_time_total for evt in prof.key_averages()
+                                if getattr(evt, "device_type", None) is not None and evt.device_type.name == "CUDA")
+                self.kernel_share = kernel_us / 1e6 / wall if wall > 0 else None
+        except Exception as e:  # noqa: BLE001
+            self.error = f"{type(e).__name__}: {e}"
 
 
 if __name__ == "__main__":
