@@ -13,7 +13,8 @@
 #
 # Data: synthetic informative side information at 5, 10 and 30 interactions per user (1000 users x 400
 # items), ml-100k-kg, movietweetings-10core. Seeds 1-3, run seed-major so a partial run is balanced.
-# Table: python scripts/recheck_table.py outputs/recheck
+# Run from a worktree frozen at one commit (the code must not change between arms).
+# Table: python scripts/tune_table.py-style reading of outputs/recheck (scripts/recheck_table.py)
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 out=${OUT:-outputs/recheck}
@@ -22,18 +23,30 @@ DATA=${DATA:-../shared/data}
 common=(model=slifmr test=false trainer.enable_progress_bar=false callbacks.progress_bar=null logger=csv)
 declare -A ARMS=([ref]="" [gamma_1e-3]="model.consistency.gamma=1e-3" [a_block_normalized]="model.self_loop.a_block=normalized")
 mkdir -p "$out"
-for seed in ${SEEDS:-1 2 3}; do
-  for arm in ref gamma_1e-3 a_block_normalized; do
+# DATASETS picks what this process runs (default all): two processes may split the work, e.g.
+# DATASETS="synthetic movietweetings-10core" in one and DATASETS=ml-100k-kg in the other (the
+# 2026-11-27 run). The synthetic cells (about 20 s each) run first for every seed, then the dev
+# datasets seed-major, so a run stopped early leaves every arm with the same completed cells.
+DATASETS=${DATASETS:-"synthetic ml-100k-kg movietweetings-10core"}
+for ds in $DATASETS; do
+  [ "$ds" = synthetic ] || continue
+  for seed in ${SEEDS:-1 2 3}; do for arm in ref gamma_1e-3 a_block_normalized; do
     d="$out/$arm/seed$seed"
     # shellcheck disable=SC2086
     [ -f "$d/synth-u30-informative/record.json" ] || "$PY" -m slifmr.train -m dataset=synthetic dataset.data_seed=2 \
       dataset.per_user=5,10,30 seed="$seed" "${common[@]}" ${ARMS[$arm]} \
       hydra.sweep.dir="$d" 'hydra.sweep.subdir=${dataset.name}' >>"$out/$arm.log" 2>&1
-    for ds in ml-100k-kg movietweetings-10core; do
+  done; done
+done
+for seed in ${SEEDS:-1 2 3}; do
+  for ds in $DATASETS; do
+    [ "$ds" != synthetic ] || continue
+    for arm in ref gamma_1e-3 a_block_normalized; do
+      d="$out/$arm/seed$seed"
       # shellcheck disable=SC2086
-      [ -f "$d/$ds/record.json" ] || "$PY" -m slifmr.train -m dataset=$ds paths.data_dir="$DATA" \
+      [ -f "$d/$ds/record.json" ] || "$PY" -m slifmr.train -m dataset="$ds" paths.data_dir="$DATA" \
         dataset.withhold_test=true seed="$seed" "${common[@]}" ${ARMS[$arm]} \
-        hydra.sweep.dir="$d" 'hydra.sweep.subdir=${dataset.name}' >>"$out/$arm.log" 2>&1
+        hydra.sweep.dir="$d" 'hydra.sweep.subdir=${dataset.name}' >>"$out/$arm.$ds.log" 2>&1
     done
   done
 done
