@@ -260,7 +260,7 @@ class KGRec(RecModel):
         keep_ui = 1.0 - self.node_dropout
         if self.node_dropout > 0:
             keep = torch.randperm(heads.numel(), device=heads.device)[: int(heads.numel() * keep_ui)]
-            heads, tails, rels = heads[keep], tails[keep], rels[keep]
+            heads, tails, rels = rows(heads, keep), rows(tails, keep), rows(rels, keep)
             alive = torch.rand(vals.numel(), device=vals.device) < keep_ui
             vals = vals * alive / keep_ui
         else:
@@ -289,20 +289,20 @@ class KGRec(RecModel):
         out = {"bpr": bpr, "reg": reg}
         if self.mae_coef > 0 and self.mae_msize > 0:
             idx = masked_idx
-            mae = masked_reconstruction_loss(ent, self.rel_emb, heads[idx], tails[idx], rels[idx])
+            mae = masked_reconstruction_loss(ent, self.rel_emb, rows(heads, idx), rows(tails, idx), rows(rels, idx))
             total = total + self.mae_coef * mae
             out["mae"] = mae
         if self.cl_coef > 0:
             with torch.no_grad():
                 k_kg = max(int(heads.numel() * (1.0 - self.cl_drop)), 1)
                 kg_keep = torch.topk(noisy, k_kg, sorted=False).indices
-                key = item_rationale[ui["cols"]] + gumbel_like(vals) + gumbel_like(vals)
+                key = rows(item_rationale, ui["cols"]) + gumbel_like(vals) + gumbel_like(vals)
                 key = key.masked_fill(~alive, float("-inf"))
                 k_ui = max(int(vals.numel() * keep_ui * (1.0 - self.cl_drop)), 1)
                 ui_keep = torch.topk(key, k_ui, sorted=False).indices
-            cl_vals = torch.zeros_like(vals).index_copy(0, ui_keep, vals[ui_keep] / (1.0 - self.cl_drop))
+            cl_vals = torch.zeros_like(vals).index_copy(0, ui_keep, rows(vals, ui_keep) / (1.0 - self.cl_drop))
             z_ui = self.encode_ui(cl_vals)
-            z_kg = self.encode_kg(heads[kg_keep], tails[kg_keep], rels[kg_keep])
+            z_kg = self.encode_kg(rows(heads, kg_keep), rows(tails, kg_keep), rows(rels, kg_keep))
             perm = torch.randperm(self.n_items, device=z_ui.device)
             cl = kgrec_contrast(self.proj_ui(z_ui), self.proj_kg(z_kg), self.tau, perm)
             total = total + self.cl_coef * cl

@@ -3,7 +3,10 @@ Network for Multimodal Recommendation", SIGIR 2023 short paper, arXiv 2304.11979
 
 Source: no official release was found (code index searched for TMFUN / the paper title; none), and
 only the paper's abstract and overview were readable from the stored material, not its method
-section. This file therefore follows the four components the paper names -- modality feature
+section (re-checked 2026-11-27: the stored copies -- arXiv/ar5iv 2304.11979, the SPIQA tex and
+paragraph dumps, review sites -- give the abstract and the introduction only; the SLIF-MR paper
+says no more than "attention-guided multi-step fusion strategy and contrastive learning" and
+"an attention-based aggregator"), so no equation-by-equation check against the paper is possible. This file therefore follows the four components the paper names -- modality feature
 graphs and an item feature graph over the raw features, an attention module between the
 interaction side and the modalities that fuses them early, attention-guided multi-step fusion of
 features of different granularity into the item representation, and contrastive inter-modal
@@ -65,6 +68,24 @@ class TMFUN(RecModel):
     Loss: ``BPR(u, item) + reg_weight * L2(batch ego embeddings) + cl_weight *
     sum_{m < m'} InfoNCE(z_m, z_m')`` over the batch's distinct positive items (inter-modal
     alignment, temperature ``tau``, the other items of the batch as negatives).
+
+    Where this may depart from the paper (each an unverifiable reading, since its equations could
+    not be read; the abstract is the only text checked):
+
+    * the attention's query is the item's ID embedding, one weight per (item, modality); the
+      abstract's "impact of multimodal data on different interactions" may mean a weight per
+      (user, item) interaction, which would make scoring depend on the pair (no single user x item
+      product for full ranking); we kept the per-item reading;
+    * the item feature graph is the mean of the modality graphs (LATTICE/FREEDOM's weighted sum),
+      not a kNN graph of concatenated features;
+    * the "multi-step" fusion is our three steps (attention, item-graph propagation, sum with the
+      interaction-side item after L2 normalisation); the paper's steps, their order and any
+      learned gates are unknown;
+    * the inter-modal contrast is a symmetric in-batch InfoNCE between the modality views of the
+      batch's positive items, for every pair of modalities; the paper's pairing, negatives and
+      temperature are unknown;
+    * raw features stay frozen and only their projections learn (``finetune_features=false``);
+    * every default below is ours (none from the paper).
 
     Defaults (no release to take them from): ``embedding_dim`` 64 (the paper's fixed size, as all
     baselines here), ``knn_k`` 10 and ``n_mm_layers`` 1 (LATTICE/FREEDOM, on whose feature graphs
