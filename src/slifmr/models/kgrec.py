@@ -117,12 +117,30 @@ class KGRec(RecModel):
     ``(1 - node_dropout)(1 - cl_drop) |R|`` (no host sync for the exact count). Items share the
     entity table (entity ``i`` is item ``i``), as everywhere in slifmr.
 
-    Speed (``benchmarks/models_speed.py --smoke``, see :class:`~slifmr.models.krdn.KRDN`'s note):
-    4.1x LightGCN per epoch (KGIN 2.7x), measured once on the loaded shared machine. At Amazon-Book
-    scale (``python benchmarks/models_speed.py --models lightgcn,kgrec,krdn,kacl --steps 2 --threads 2``, one measurement at load 10-24): 82.7 s/step, **12.3x LightGCN**, over
-    the 10x budget. Not yet profiled: the likely cost is the per-edge two-head attention score and
-    weighted aggregation over ~690k triples (x2 with inverses) on each of its two attentive hops,
-    forward and backward, where KGIN only aggregates; a profile is the next step.
+    Speed, measured 2026-11-27 on the shared 2-core VM (one thread, load average 4-6):
+
+    * ``OMP_NUM_THREADS=1 python benchmarks/models_speed.py --models lightgcn,kgrec --threads 1
+      --steps 4`` (Amazon-Book scale, 690k triples): 5.9 s/step, **7.0x LightGCN** per epoch (the
+      same command on the code before the buffer change below: 5.6 s/step, 9.1x; LightGCN's own
+      step moved 0.62 -> 0.84 s between the two runs with the load, so the ratios carry that
+      noise). The 12.3x measured earlier ran at load 10-24 with two threads.
+    * Profile (``OMP_NUM_THREADS=1 python benchmarks/profile_step.py --model kgrec``, medium set:
+      20k users, 8k items, 450k KG edges with inverses, 225k kept by the node dropout, batch
+      4,096): a step is 2.1-2.5 s against LightGCN's 0.11-0.14 s. Timed one by one (unprofiled)
+      on the kept triples: the multi-head score ``q_h . (q_t ⊙ e_r)`` forward + backward 334 ms
+      and the attention-weighted relational aggregation forward + backward 233 ms per attentive
+      hop (two hops: 1.13 s), the KG view's mean-aggregation hop 151 ms (two: 0.30 s), the
+      rationale scores 66 ms; message dropout's Bernoulli draws on the (N, d) tables ~0.17 s
+      (profiler). All are gathers, elementwise products and scatter-adds over every kept triple
+      (top profiler ops: ``index_select`` (65536, 64) chunks, ``scatter_add_``, ``mul``). They
+      are the method: the official ``AttnHGCN`` scores every triple from both endpoints and its
+      relation on every hop and backpropagates through those scores, where KGIN (2.8x LightGCN)
+      only aggregates, and KGRec adds a second (KG-view) encoder for its contrast.
+    * The one avoidable cost the profile showed -- a fresh 16 MB temporary for every chunk's
+      gathers and products in the chunked edge ops -- is gone (``graphs/kg_ops.py`` reuses
+      buffers; bit-for-bit the same values and gradients): an in-process A/B at Amazon-Book scale
+      gave 4.99 -> 4.82 s/step (medians of 6 alternating steps each; -4 %, within the load's
+      noise), 2.39 -> 2.14 s on the medium set.
     """
 
     def __init__(
