@@ -102,6 +102,18 @@ class KRDN(RecModel):
     relational aggregation plus the denoising scores. At Amazon-Book scale (``python benchmarks/models_speed.py --models lightgcn,kgrec,krdn,kacl --steps 2 --threads 2``,
     synthetic, one measurement at load 10-24, only the ratio means anything): 171.5 s/step,
     **25.6x LightGCN** (KACL 3.3x, KGRec 12.3x, peak 4.2 GB): the same three passes over ~690k triples.
+    Profile check (2026-11-27, ``OMP_NUM_THREADS=1 python benchmarks/profile_step.py --model krdn``,
+    medium synthetic set: 20k users, 8k items, 450k KG edges with inverses, batch 4,096, load ~4):
+    3.45 s/step against LightGCN's 0.11-0.14 s. Per step the chunked edge ops run 3x forward and
+    1x backward, as the reason above says: ``weighted_relational_aggregate`` 6 forwards (3 passes x
+    2 hops) and 2 backwards, ``edge_trilinear`` 12 forwards (3 passes x 2 hops x the knowledge and
+    collaborative scores) and 4 backwards; together 2.47 s of the 4.0 s profiled step (62 %),
+    message dropout's Bernoulli draws 0.36 s (9 %), the interaction propagation 0.40 s.
+    Re-measured the same day, one thread, load 4-5 (``OMP_NUM_THREADS=1 python
+    benchmarks/models_speed.py --models lightgcn,krdn --threads 1 --steps 3``, Amazon-Book scale,
+    after ``kg_ops`` began reusing its chunk buffers): 8.9 s/step, **15.8x LightGCN** -- still over
+    the 10x budget for the reason above (two of the three passes exist only for the DisARM gate
+    gradient).
     """
 
     def __init__(
