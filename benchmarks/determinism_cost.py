@@ -1,6 +1,6 @@
 """What issue 18's deterministic gathers cost at the paper's Amazon-Book scale (synthetic).
 
-    python benchmarks/determinism_cost.py --threads 2 --steps 10 [--models lightgcn,slifmr] [--cache-dir DIR]
+    python benchmarks/determinism_cost.py --threads 2 --steps 10 [--models lightgcn,slifmr] [--clock cpu] [--cache-dir DIR]
 
 Every model gathers its batch rows with ``models.base.rows`` (``index_select``, whose backward is
 ``index_add_``: a fixed summation order) instead of ``x[index]`` (whose backward,
@@ -67,6 +67,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--models", default="lightgcn,slifmr")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: the process's CPU time per step (time.process_time), steadier than wall time "
+                         "on a machine shared with other jobs; with --threads > 1 it sums the threads")
     ap.add_argument("--cache-dir", default=None, help="feature kNN lists cached here (GraphStore cache_dir)")
     ap.add_argument("--smoke", action="store_true", help="a small synthetic dataset: check the script runs")
     args = ap.parse_args()
@@ -80,19 +83,21 @@ def main() -> None:
             "n_relations": ds.n_relations, "features": {k: v.shape[1] for k, v in ds.features.items()},
             "n_kg_relations": store.n_kg_relations}
     batches = BPRBatches(ds.train, ds.n_items, 4096, seed=0)
-    out: dict[str, object] = {"threads": args.threads, "steps": args.steps, "users": ds.n_users, "items": ds.n_items}
+    out: dict[str, object] = {"threads": args.threads, "steps": args.steps, "clock": args.clock, "users": ds.n_users, "items": ds.n_items}
     for name in args.models.split(","):
         model = build(name, meta, store)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+
         def one(batch: dict) -> float:
             sync()
-            t0 = time.perf_counter()
+            t0 = clock()
             opt.zero_grad(set_to_none=True)
             model.loss(batch)["loss"].backward()
             opt.step()
             sync()
-            return time.perf_counter() - t0
+            return clock() - t0
 
         times: dict[str, list[float]] = {"rows": [], "x[index]": []}
         one(on(batches[0], "cpu"))  # warm-up: graph caches, allocator
