@@ -75,7 +75,8 @@ def test_load_run_and_evaluate_read_null_as_the_runs_dataset_ratio(old_run, tmp_
     run, overrides, recorded = old_run
     loaded = load_run(run)
     assert loaded.model.prune_ratio == RATIO and loaded.model.knn_k == 10
-    assert loaded.model.self_loop.a_block == "cosine"  # the run's own, from the stored config
+    # the run's own, from the stored config (model=slifmr's value, not the constructor's default)
+    assert loaded.model.self_loop.a_block == make_cfg(tmp_path, overrides).model.self_loop.a_block
     again = loaded.evaluate("test")
     for k, v in recorded.items():
         assert again[f"test/{k}"] == pytest.approx(v, abs=1e-12), k
