@@ -31,10 +31,11 @@ def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
 TILE_ENTRIES = {"cpu": 1 << 21, "default": 1 << 27}
 
 
-def _rows_per_tile(device: torch.device, rows: int, cols: int) -> int:
-    """Rows of a (rows, cols) block per tile (>= 1) so a tile has at most TILE_ENTRIES entries."""
+def _rows_per_tile(device: torch.device, views: int, n: int) -> int:
+    """Rows c (1 <= c <= n) per tile of the (views, n, n) blocks, so a (views, c, n) tile has at
+    most TILE_ENTRIES entries."""
     budget = TILE_ENTRIES.get(device.type, TILE_ENTRIES["default"])
-    return max(1, min(rows, budget // max(1, cols)))
+    return max(1, min(n, budget // max(1, views * n)))
 
 
 class _InfoNCE(torch.autograd.Function):
@@ -50,7 +51,7 @@ class _InfoNCE(torch.autograd.Function):
         xs = x / tau  # (B, d): logits = v @ xs.T, the 1/tau folded into the small factor
         lse = v.new_empty(v.shape[:2])  # (V, B)
         pos = v.new_empty(v.shape[:2])  # (V, B)
-        step = _rows_per_tile(v.device, v.shape[0] * n, n) // max(1, v.shape[0]) or 1
+        step = _rows_per_tile(v.device, v.shape[0], n)
         for r0 in range(0, n, step):
             tile = torch.matmul(v[:, r0:r0 + step], xs.T)  # (V, c, B)
             diag = tile.diagonal(offset=r0, dim1=-2, dim2=-1)  # (V, c): the positives (i, i)
@@ -89,7 +90,7 @@ class _Uniformity(torch.autograd.Function):
     def forward(ctx, z: Tensor, t: float) -> Tensor:
         # z: (V, B, d) unit rows
         n = z.shape[1]
-        step = _rows_per_tile(z.device, z.shape[0] * n, n) // max(1, z.shape[0]) or 1
+        step = _rows_per_tile(z.device, z.shape[0], n)
         parts = []
         for r0 in range(0, n, step):
             tile = torch.matmul(z[:, r0:r0 + step], z.transpose(-1, -2))  # (V, c, B) Gram rows
