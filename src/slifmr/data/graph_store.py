@@ -33,6 +33,12 @@ from slifmr.graphs.self_loop import check_a_block, feature_graph, interaction_gr
 STREAMS = {"interaction": 1, "kg": 2, "freedom": 3}
 
 
+def check_stream(stream: str) -> None:
+    """Refuse a pruning sample stream that :data:`STREAMS` does not name."""
+    if stream not in STREAMS:
+        raise ValueError(f"unknown pruning stream {stream!r}; known: {sorted(STREAMS)}")
+
+
 class GraphStore:
     """Train-split graphs as torch sparse tensors, cached per device, re-sampled per epoch.
 
@@ -87,14 +93,10 @@ class GraphStore:
         self.item_graph = None if graph is None else graph.detach().coalesce()  # stays on its device
         self._cache.clear()
 
-    @staticmethod
-    def _device(device: torch.device | str) -> torch.device:
-        return torch.device(device)
-
     def inputs(self, device: torch.device | str) -> dict[str, Tensor]:
         """The train interactions (``users``, ``items``) and KG triples (``kg``, (T, 3), or absent)
         on ``device``, copied there once: every graph for that device is built from these."""
-        key = str(self._device(device))
+        key = str(torch.device(device))
         if key not in self._inputs:
             on = {"users": self.train_users.to(device), "items": self.train_items.to(device)}
             if self.kg is not None:
@@ -105,7 +107,7 @@ class GraphStore:
     def features_on(self, device: torch.device | str) -> dict[str, tuple[Tensor, Tensor]]:
         """modality -> (raw features (I, d_m), mask (I,) bool) on ``device``, copied there once
         (a model that reads the raw features in its steps must not copy them per step)."""
-        key = ("features", str(self._device(device)))
+        key = ("features", str(torch.device(device)))
         if key not in self._inputs:
             self._inputs[key] = {m: (self.features[m].to(device), self.masks[m].to(device)) for m in self.features}
         return self._inputs[key]
@@ -116,10 +118,9 @@ class GraphStore:
     def _generator(self, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
         """The (seed, epoch) generator of one named sample stream (:data:`STREAMS`), on ``device``
         (CUDA draws differ from the CPU's, but are the same for the same seed on the same device)."""
-        if stream not in STREAMS:
-            raise ValueError(f"unknown pruning stream {stream!r}; known: {sorted(STREAMS)}")
+        check_stream(stream)
         seed = (self.seed * 1_000_003 + self.epoch) * 7 + STREAMS[stream]
-        return torch.Generator(device=self._device(device)).manual_seed(seed)
+        return torch.Generator(device=torch.device(device)).manual_seed(seed)
 
     # -- graphs -------------------------------------------------------------------------------
     def item_popularity(self) -> Tensor:
@@ -160,8 +161,7 @@ class GraphStore:
         r = self._ratio(prune, ratio)
         if r == 0:
             return self._cached(("A", str(device), None, False), lambda: self._interaction_op(0.0, stream, device))
-        if stream not in STREAMS:  # an unknown stream fails here, not inside the cached build
-            self._generator(stream)
+        check_stream(stream)  # here, not inside the cached build
         return self._cached(("A", str(device), r, stream, True), lambda: self._interaction_op(r, stream, device))
 
     def frozen_item_graph(self, weights: dict[str, float], k: int, weighted: bool = False,
