@@ -351,3 +351,23 @@ def test_tmfun_forward_and_loss_follow_the_formula():
 def test_tmfun_without_features_fails_clearly():
     with pytest.raises(DataError, match="model=tmfun is multimodal"):
         TMFUN({**MM_META, "features": {}})
+
+
+def test_tmfun_masked_infonce_equals_the_infonce_over_distinct_items():
+    """The fixed-shape path of a GPU step (sorted batch + keep mask, no torch.unique) gives the
+    value and gradients of the loss over the distinct items."""
+    from slifmr.models.losses import distinct_items
+
+    g = torch.Generator().manual_seed(4)
+    a0, b0 = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
+    pos = torch.tensor([5, 2, 5, 0, 2, 2, 4])
+
+    def run(fixed: bool):
+        a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
+        items, keep = distinct_items(pos, fixed_shape=fixed)
+        loss = inter_modal_infonce(a[items], b[items], 0.3, keep)
+        loss.backward()
+        return loss.detach(), a.grad, b.grad
+
+    for x, y in zip(run(False), run(True)):
+        torch.testing.assert_close(x, y)

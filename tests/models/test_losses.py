@@ -194,3 +194,61 @@ def test_tiled_losses_pass_gradcheck(monkeypatch):
     fused = torch.randn(6, 3, generator=g, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda x: inter_modal_loss(x, fused, 0.5, True), (v,))
     assert torch.autograd.gradcheck(lambda x: uniformity_loss(x, 2.0), (v,))
+
+
+# -- fixed-shape distinct items (the GPU path: no torch.unique, so no host sync) ----------------
+def test_distinct_items_hand_case():
+    from slifmr.models.losses import distinct_items
+
+    idx = torch.tensor([3, 1, 3, 2, 1])
+    items, keep = distinct_items(idx, fixed_shape=True)
+    assert items.tolist() == [1, 1, 2, 3, 3]
+    assert keep.tolist() == [True, False, True, True, False]
+    u, none = distinct_items(idx, fixed_shape=False)
+    assert none is None and u.tolist() == [1, 2, 3]
+    assert distinct_items(idx)[1] is None  # a CPU tensor takes torch.unique by default
+    assert torch.equal(items[keep], u)
+
+
+@pytest.mark.parametrize("entries", [1 << 21, 13])  # one tile; tiles of a few rows
+@pytest.mark.parametrize("exclude", [True, False])
+def test_masked_consistency_losses_equal_the_losses_over_unique_items(monkeypatch, entries, exclude):
+    """The fixed-shape path (sorted batch + keep mask) gives the value and the gradients of the
+    torch.unique path, for the stacked views, with several tiles, for both denominators."""
+    from slifmr.models import losses
+    from slifmr.models.losses import distinct_items
+
+    monkeypatch.setitem(losses.TILE_ENTRIES, "cpu", entries)
+    g = torch.Generator().manual_seed(3)
+    n_items, d = 9, 5
+    table = torch.randn(3, n_items, d, generator=g, dtype=torch.float64)  # (V, I, d) view tables
+    fused = torch.randn(n_items, d, generator=g, dtype=torch.float64)
+    pos = torch.tensor([4, 1, 4, 7, 0, 1, 1, 8, 4, 2])  # repeats, and items never drawn
+
+    def run(fixed: bool):
+        t = table.clone().requires_grad_(True)
+        items, keep = distinct_items(pos, fixed_shape=fixed)
+        stacked = t.index_select(1, items)
+        inter = inter_modal_loss(stacked, fused[items], 0.3, exclude, keep)
+        intra = uniformity_loss(stacked, 2.0, keep)
+        (inter.sum() + 0.7 * intra.sum()).backward()
+        return inter.detach(), intra.detach(), t.grad
+
+    for a, b in zip(run(False), run(True)):
+        torch.testing.assert_close(a, b)
+
+
+def test_masked_single_view_losses_match_the_direct_formulas():
+    """Unstacked (B, d) inputs with a mask: the double-loop InfoNCE and the direct uniformity over
+    the kept rows."""
+    from slifmr.models.losses import distinct_items
+
+    g = torch.Generator().manual_seed(5)
+    view = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    fused = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    items, keep = distinct_items(torch.tensor([2, 0, 2, 5, 0, 3]), fixed_shape=True)
+    kept = items[keep]
+    got = inter_modal_loss(view[items], fused[items], 0.4, True, keep).item()
+    assert got == pytest.approx(_inter_direct(view[kept], fused[kept], 0.4, True), rel=1e-10)
+    got_u = uniformity_loss(view[items], 2.0, keep).item()
+    assert got_u == pytest.approx(_uniform_direct(view[kept], 2.0), rel=1e-10)

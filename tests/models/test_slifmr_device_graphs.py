@@ -153,3 +153,47 @@ def test_cuda_step_after_a_refresh_makes_no_host_device_copy_nor_sync():
     names = [e.name for e in prof.events()]
     assert not [n for n in names if "HtoD" in n or "DtoH" in n], "host-device copy inside a step"
     assert SYNC not in names
+
+
+# ops whose output size depends on the data: on a GPU each reads a count back (a sync)
+SHAPE_SYNC_OPS = ("aten::_unique2", "aten::unique_dim", "aten::unique_consecutive", "aten::nonzero",
+                  "aten::masked_select", "aten::nonzero_static")
+
+
+@pytest.mark.parametrize("name", ["slifmr", "tmfun"])
+def test_fixed_shape_step_equals_the_unique_step_and_has_no_data_dependent_shape(monkeypatch, name):
+    """CPU stand-in for the CUDA sync test: with the GPU's fixed-shape distinct items forced on the
+    CPU, a step computes the same losses and gradients as the torch.unique step, and runs no op
+    whose output size depends on the data (each would read a count back to the host on a GPU)."""
+    from functools import partial
+
+    from torch.profiler import ProfilerActivity, profile
+
+    import slifmr.models.slifmr as slifmr_module
+    import slifmr.models.tmfun as tmfun_module
+    from slifmr.models.losses import distinct_items
+
+    dm = data()
+    batch = dm.train_dataloader().dataset[0]
+    module = slifmr_module if name == "slifmr" else tmfun_module
+
+    def step():
+        model = model_on(dm, "cpu", name)
+        if name == "slifmr":
+            model.prepare_graphs()
+        out = model.loss(batch)
+        out["loss"].backward()
+        return out, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    want, want_grads = step()
+    assert torch.unique(batch["pos"]).numel() < batch["pos"].numel()  # the batch repeats items
+    monkeypatch.setattr(module, "distinct_items", partial(distinct_items, fixed_shape=True))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        got, got_grads = step()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)
+    assert got_grads.keys() == want_grads.keys()
+    for k in want_grads:
+        torch.testing.assert_close(got_grads[k], want_grads[k], rtol=1e-4, atol=1e-6)
+    names = {e.name for e in prof.events()}
+    assert not names & set(SHAPE_SYNC_OPS), sorted(names & set(SHAPE_SYNC_OPS))

@@ -16,7 +16,7 @@ from slifmr.models.encoders.feature_graph import FeatureGraphEncoder
 from slifmr.models.encoders.interaction import READOUTS, lightgcn_readout
 from slifmr.models.encoders.kg_attention import KGAttentionEncoder
 from slifmr.models.fusion import build_fusion
-from slifmr.models.losses import bpr_loss, inter_modal_loss, l2_reg, uniformity_loss
+from slifmr.models.losses import bpr_loss, distinct_items, inter_modal_loss, l2_reg, uniformity_loss
 from slifmr.models.protocols import SelfLoopSettings
 
 CONSISTENCY_DEFAULTS = {"enabled": True, "beta": 1e-3, "gamma": 1e-5, "tau": 0.2, "t": 2.0,
@@ -223,11 +223,11 @@ class SLIFMR(RecModel):
         out = {"bpr": bpr, "reg": reg}
         total = bpr + self.reg_weight * reg
         if self.cons["enabled"]:
-            items = torch.unique(p)
+            items, keep = distinct_items(p)  # (B',), keep None; or (B,) sorted and (B,) bool on a GPU
             target = rows(fused, items)  # (B', d)
             stacked = torch.stack(views).index_select(1, items)  # (V, B', d): all views in one pass
-            inter = inter_modal_loss(stacked, target, self.cons["tau"], self.cons["exclude_positive"]).sum()
-            intra = uniformity_loss(stacked, self.cons["t"]).sum()
+            inter = inter_modal_loss(stacked, target, self.cons["tau"], self.cons["exclude_positive"], keep).sum()
+            intra = uniformity_loss(stacked, self.cons["t"], keep).sum()
             ramp = self.consistency_ramp()
             total = total + ramp * (self.cons["beta"] * inter + self.cons["gamma"] * intra)
             out.update(inter=inter, intra=intra)

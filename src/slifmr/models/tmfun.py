@@ -27,7 +27,7 @@ from slifmr.graphs.adjacency import SparseOperator
 from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.encoders.interaction import lightgcn_readout
 from slifmr.models.encoders.raw_features import RawFeatures, require_features
-from slifmr.models.losses import bpr_loss, l2_reg
+from slifmr.models.losses import bpr_loss, distinct_items, l2_reg
 
 
 def attention_fusion(query: Tensor, views: Tensor, w_q: Tensor, w_k: Tensor) -> tuple[Tensor, Tensor]:
@@ -42,16 +42,23 @@ def attention_fusion(query: Tensor, views: Tensor, w_q: Tensor, w_k: Tensor) -> 
     return (alpha.unsqueeze(-1) * views).sum(1), alpha
 
 
-def inter_modal_infonce(a: Tensor, b: Tensor, tau: float) -> Tensor:
+def inter_modal_infonce(a: Tensor, b: Tensor, tau: float, keep: Tensor | None = None) -> Tensor:
     """Symmetric in-batch InfoNCE between two modality views of the same items (cosine / tau):
     ``mean_i [ -log softmax_j(s_ij)_i - log softmax_j(s_ji)_i ] / 2``. a, b: (B, d).
 
     Written as logsumexp minus the diagonal rather than ``F.cross_entropy(logits, arange(B))``
     (the same value): cross_entropy's ``nll_loss`` has no deterministic CUDA kernel, so it would
-    raise under ``trainer.deterministic=true``."""
+    raise under ``trainer.deterministic=true``. ``keep`` (B,) bool (from
+    :func:`~slifmr.models.losses.distinct_items` on a GPU): the loss over ``a[keep]``, ``b[keep]``,
+    computed at a fixed shape."""
     logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / tau  # (B, B)
     diag = logits.diagonal()  # (B,)
-    return 0.5 * ((torch.logsumexp(logits, dim=1) - diag).mean() + (torch.logsumexp(logits, dim=0) - diag).mean())
+    if keep is None:
+        return 0.5 * ((torch.logsumexp(logits, dim=1) - diag).mean() + (torch.logsumexp(logits, dim=0) - diag).mean())
+    w = keep.to(logits.dtype) / keep.sum()  # (B,): mean over kept rows
+    rows_lse = torch.logsumexp(logits.masked_fill(~keep, float("-inf")), dim=1)  # over kept j
+    cols_lse = torch.logsumexp(logits.masked_fill(~keep[:, None], float("-inf")), dim=0)  # over kept i
+    return 0.5 * (((rows_lse - diag) * w).sum() + ((cols_lse - diag) * w).sum())
 
 
 class TMFUN(RecModel):
@@ -163,10 +170,10 @@ class TMFUN(RecModel):
         u = rows(u_all, users)
         bpr = bpr_loss((u * rows(i_all, pos)).sum(-1), (u * rows(i_all, neg)).sum(-1))
         reg = l2_reg(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
-        items = torch.unique(pos)  # each positive item once: a repeat would be its own negative
+        items, keep = distinct_items(pos)  # each positive item once: a repeat would be its own negative
         cl = torch.zeros((), device=self.device)
         for j, a in enumerate(self.modalities):
             for b in self.modalities[j + 1:]:
-                cl = cl + inter_modal_infonce(rows(views[a], items), rows(views[b], items), self.tau)
+                cl = cl + inter_modal_infonce(rows(views[a], items), rows(views[b], items), self.tau, keep)
         total = bpr + self.reg_weight * reg + self.cl_weight * cl
         return {"loss": total, "bpr": bpr, "reg": reg, "cl": cl}
