@@ -93,25 +93,53 @@ def test_kg_propagate_pattern_gradcheck_and_mismatch():
         kg_propagate(heads[:-1], tails[:-1], w[:-1], x, 5, pattern=pattern)
 
 
-def test_kg_structure_pairs_and_validation():
+@pytest.mark.parametrize("tile,chunk_rows", [(256, None), (2, 1), (3, 7)])
+def test_kg_structure_pairs_and_validation(tile, chunk_rows):
     g = torch.Generator().manual_seed(8)
     n, e = 15, 60
     heads, tails = random_edges(g, n, n, e)
+    heads[:25] %= 4  # relation 0: fewer distinct heads than tails (W_r folds into the head side)
+    tails[25:] %= 4  # relation 2: fewer distinct tails than heads (its tails are projected)
     ptr = torch.tensor([0, 25, 25, 60])  # relation 1 is empty
     rel = torch.tensor([0] * 25 + [2] * 35)
-    st = kg_structure(heads, tails, ptr, n)
+    st = kg_structure(heads, tails, ptr, n, chunk_rows=chunk_rows, tile=tile)
     assert st.n_edges == e and st.n_relations == 3
     pr = st.pairs
     # the distinct (relation, head) / (relation, tail) pairs, sorted
     hp = sorted(set(zip(rel.tolist(), heads.tolist())))
     tp = sorted(set(zip(rel.tolist(), tails.tolist())))
     assert pr.head_node.tolist() == [h for _, h in hp] and pr.tail_node.tolist() == [t for _, t in tp]
-    # the pattern holds each edge at (its head pair, its tail pair), repeats summed
-    rows = torch.tensor([hp.index(k) for k in zip(rel.tolist(), heads.tolist())])
-    cols = torch.tensor([tp.index(k) for k in zip(rel.tolist(), tails.tolist())])
+    # each head pair has a slot holding its head, in a tile of its relation
+    for k, (r, h) in enumerate(hp):
+        s = int(pr.slot[k])
+        assert int(pr.gather[s]) == h and int(pr.tile_rel[s // pr.tile]) == r
+    assert len(set(pr.slot.tolist())) == len(hp)
+    # relation 0 folds W_r into the head side (scores with x_t: right row n_proj + t), relation 2
+    # projects its tails (right row: its tail pair among the projected ones)
+    proj = [k for k in tp if k[0] == 2]
+    assert pr.fold and pr.plan_tail.n_rows == len(proj)
+    right = [len(proj) + t if r == 0 else proj.index((r, t)) for r, t in zip(rel.tolist(), tails.tolist())]
+    # the pattern holds each edge at (its head pair's slot, its right row), repeats summed
+    rows = torch.tensor([int(pr.slot[hp.index(k)]) for k in zip(rel.tolist(), heads.tolist())])
     p = pr.pattern
-    dense = torch.zeros(p.shape).index_put_((rows, cols), torch.ones(e), accumulate=True)
+    assert p.shape == (pr.gather.numel(), len(proj) + n)
+    dense = torch.zeros(p.shape).index_put_((rows, torch.tensor(right)), torch.ones(e), accumulate=True)
     torch.testing.assert_close(p.mm(p.entry_values(torch.ones(e)), torch.eye(p.shape[1])), dense)
+    # the chunks cover the tiles in order, projecting tiles first, each chunk one kind, its entries
+    # the pattern's rows of its tiles
+    t_end = 0
+    for c in pr.chunks:
+        assert c.t0 == t_end and c.t1 > c.t0
+        t_end = c.t1
+        fold = [int(r) == 0 for r in pr.tile_rel[c.t0 : c.t1]]
+        assert fold == [False] * c.n_plain + [True] * (c.t1 - c.t0 - c.n_plain)
+        block = dense[c.t0 * pr.tile : c.t1 * pr.tile]
+        assert c.e1 - c.e0 == int((block > 0).sum()) and not block[:, : c.c0].any() and not block[:, c.c1 :].any()
+        torch.testing.assert_close(c.pattern.mm(p.entry_values(torch.ones(e))[c.e0 : c.e1], torch.eye(c.c1 - c.c0)),
+                                   block[:, c.c0 : c.c1])
+    assert t_end == pr.tile_rel.numel()
+    if chunk_rows == 1:
+        assert len(pr.chunks) == pr.tile_rel.numel() > 2
     with pytest.raises(ValueError):
         kg_structure(heads, tails, torch.tensor([0, 30, 20, 60]), n)
     with pytest.raises(ValueError):

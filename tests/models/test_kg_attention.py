@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from slifmr.graphs.kg import kg_propagate, kg_structure, segment_softmax
@@ -44,11 +45,21 @@ def _both_sides(st) -> bool:
     return pr.fold and pr.plan_tail.n_rows > 0
 
 
-def test_scores_equal_per_edge_reference_values_and_gradients():
+@pytest.mark.parametrize("tile,chunk_rows", [(256, None), (3, 1), (4, 10), (5, 15)])
+def test_scores_equal_per_edge_reference_values_and_gradients(tile, chunk_rows):
+    """The chunked scores (tiny tiles and chunks: several chunks of each kind, relations across
+    chunk borders) equal the untiled per-edge computation, values and gradients."""
     for seed, sort in [(0, False), (1, True), (2, False)]:
         heads, tails, ptr, x, w, emb = random_kg(seed, sort=sort)
-        st = kg_structure(heads, tails, ptr, x.shape[0])
+        st = kg_structure(heads, tails, ptr, x.shape[0], chunk_rows=chunk_rows, tile=tile)
         assert _both_sides(st)
+        if chunk_rows is not None:
+            kinds = [(c.n_plain > 0, c.n_plain < c.t1 - c.t0) for c in st.pairs.chunks]
+            assert len(kinds) > 2 and any(p for p, _ in kinds) and any(f for _, f in kinds)
+            assert tile == 3 or any(p and f for p, f in kinds)  # a chunk across the projecting/folding border
+        else:  # one chunk holds both kinds of tiles
+            (c,) = st.pairs.chunks
+            assert 0 < c.n_plain < c.t1 - c.t0
         gout = torch.randn(heads.numel(), generator=torch.Generator().manual_seed(seed))
         got, ref = [], []
         for fn, out in ((lambda a, b, c: relation_scores(a, b, c, st), got),
@@ -62,9 +73,10 @@ def test_scores_equal_per_edge_reference_values_and_gradients():
         assert got[2][2].abs().sum() == 0  # the empty relation gets no gradient
 
 
-def test_scores_gradcheck():
+@pytest.mark.parametrize("chunk_rows", [None, 1])
+def test_scores_gradcheck(chunk_rows):
     heads, tails, ptr, x, w, emb = random_kg(3, n=10, n_rel=5, e=40, dtype=torch.float64)
-    st = kg_structure(heads, tails, ptr, 10)
+    st = kg_structure(heads, tails, ptr, 10, chunk_rows=chunk_rows, tile=2)
     assert _both_sides(st)
     args = tuple(t.requires_grad_() for t in (x, w, emb))
     assert torch.autograd.gradcheck(lambda a, b, c: relation_scores(a, b, c, st), args)

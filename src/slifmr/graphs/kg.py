@@ -134,6 +134,16 @@ class SparsePattern:
     def to(self, device: torch.device | str) -> "SparsePattern":
         return _tensor_fields_to(self, device)
 
+    def row_block(self, r0: int, r1: int, c0: int = 0, c1: int | None = None) -> "SparsePattern":
+        """Rows ``[r0, r1)`` as a pattern of their own (its items: their entries, in order), its
+        columns shifted to ``[0, c1 - c0)``; every entry's column must lie in ``[c0, c1)``."""
+        c1 = self.shape[1] if c1 is None else c1
+        crow = self.crow.long()
+        counts = crow[r0 + 1 : r1 + 1] - crow[r0:r1]
+        rows = torch.repeat_interleave(torch.arange(r1 - r0, device=crow.device), counts)
+        cols = self.col[int(crow[r0]) : int(crow[r1])].long() - c0
+        return SparsePattern.build(rows, cols, (r1 - r0, c1 - c0))
+
     def entry_values(self, w: Tensor) -> Tensor:
         """(n_items,) item values -> (nnz,) entry values (repeated items summed)."""
         if self.inv is None:
@@ -150,9 +160,11 @@ class SparsePattern:
         """``A @ x`` with entry values ``values``: (n_cols, d) -> (n_rows, d)."""
         return _csr(self.crow, self.col, values, self.shape) @ x
 
-    def t_mm(self, values: Tensor, y: Tensor) -> Tensor:
-        """``A^T @ y``: (n_rows, d) -> (n_cols, d)."""
-        return _csr(self.t_crow, self.t_col, values.index_select(0, self.t_perm), (self.shape[1], self.shape[0])) @ y
+    def t_mm(self, values: Tensor, y: Tensor, accumulate: Tensor | None = None) -> Tensor:
+        """``A^T @ y``: (n_rows, d) -> (n_cols, d); added into ``accumulate`` in place when given
+        (no (n_cols, d) temporary)."""
+        t = _csr(self.t_crow, self.t_col, values.index_select(0, self.t_perm), (self.shape[1], self.shape[0]))
+        return t @ y if accumulate is None else accumulate.addmm_(t, y)
 
     def sddmm(self, a: Tensor, b: Tensor) -> Tensor:
         """(nnz,) entry values ``a[row] . b[col]`` for a (n_rows, d), b (n_cols, d)."""
@@ -164,9 +176,14 @@ class SparsePattern:
 
 def _tensor_fields_to(obj, device):
     """A copy of a frozen dataclass with every tensor (or movable) field moved to ``device``."""
-    movable = (Tensor, SparsePattern, SegmentPlan)
-    return type(obj)(**{f.name: (v.to(device) if isinstance(v, movable) else v)
-                        for f in fields(obj) for v in [getattr(obj, f.name)]})
+    movable = (Tensor, SparsePattern, SegmentPlan, ScoreChunk)
+
+    def move(v):
+        if isinstance(v, tuple):
+            return tuple(move(u) for u in v)
+        return v.to(device) if isinstance(v, movable) else v
+
+    return type(obj)(**{f.name: move(getattr(obj, f.name)) for f in fields(obj)})
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,28 +234,63 @@ class SegmentPlan:
         return y.reshape(-1, y.shape[2]).index_select(0, self.slot)
 
 
+# Head-pair rows per chunk of the attention scores (``RelationPairs.chunks``). On the CPU a chunk's
+# work buffers (rows x d floats: 2 MB at d = 64) stay in cache and in the heap; computed whole, the
+# Amazon-Book scale's 525k (relation, head) pairs made a dozen 134 MB tensors per step, each
+# above glibc's 32 MB mmap threshold and so freshly page-faulted on every touch: 2.5 of the 4.3
+# CPU s of a SLIF-MR step (issue 13). On a GPU one chunk covers up to 2M pairs, so the step's
+# kernel count does not grow.
+SCORE_CHUNK_ROWS = {"cpu": 1 << 16, "default": 1 << 21}
+
+
+@dataclass(frozen=True, eq=False)
+class ScoreChunk:
+    """Tiles ``[t0, t1)`` of :class:`RelationPairs`' slot layout (slots ``t0*tile .. t1*tile``),
+    their entries ``[e0, e1)`` of the score pattern, the right rows ``[c0, c1)`` they reach, and
+    that block as a pattern of its own (its transpose is what the right side's gradient needs).
+    A chunk of projecting relations reaches only their tail pairs' rows, a contiguous range: its
+    gradient is added there, not into the whole right side once per chunk."""
+
+    t0: int
+    t1: int
+    e0: int
+    e1: int
+    c0: int
+    c1: int
+    n_plain: int  # its first n_plain tiles project (left row a); the rest fold W_r in (u = W_r^T a)
+    pattern: SparsePattern  # ((t1 - t0) * tile, c1 - c0): rows t0*tile.., columns c0.. of the score pattern
+
+    def to(self, device: torch.device | str) -> "ScoreChunk":
+        return _tensor_fields_to(self, device)
+
+
 @dataclass(frozen=True, eq=False)
 class RelationPairs:
     """The attention score's layout over all relations at once (Eq. 11,
     ``(W_r x_t) . tanh(W_r x_h + e_r)``): the distinct (relation, head) and (relation, tail)
-    pairs, the edges as a (head pairs x tail pairs) pattern (block-diagonal by relation), and
-    the segment plans of the projections.
+    pairs, and the edges as a (head-pair slots x right rows) pattern, block-diagonal by relation.
 
     Per relation the cheaper side is projected: with fewer distinct tails than heads the tails
     (``B = W_r x_t``, score ``a(h) . B(t)``), else W_r is folded into the head side
-    (``u = W_r^T a(h)``, score ``u(h) . x_t``), as the previous per-relation loop chose."""
+    (``u = W_r^T a(h)``, score ``u(h) . x_t``), as the previous per-relation loop chose. The right
+    side is ``cat([B, x])`` (``B`` of the projecting relations' tail pairs, ``plan_tail``); a head
+    pair's left row ``a`` or ``u`` is computed in a *slot* of tiles of ``tile`` rows of one relation
+    each (projecting relations' tiles first, then folding ones), so all relations' products are
+    one batched matmul per chunk of tiles (:attr:`chunks`; padding slots have no edges; on a GPU,
+    and on the CPU up to :data:`SCORE_CHUNK_ROWS` slots, one chunk)."""
 
     n_head_pairs: int
     n_tail_pairs: int
     head_node: Tensor  # (n_hp,) entity of each (relation, head) pair, sorted by (relation, head)
     tail_node: Tensor  # (n_tp,)
-    pattern: SparsePattern  # (n_hp, n_tp); items: the edges
     fold: bool  # some relation folds W into the head side (only when k == d)
-    plan_head: SegmentPlan  # all head pairs: pre = W_r x_h + e_r
     plan_tail: SegmentPlan  # tail pairs of projecting relations: B = W_r x_t
-    plan_fold: SegmentPlan  # head pairs of folding relations (rows of a): u = W_r^T a
-    left_index: Tensor  # (n_hp,) row of cat([a, u]) each head pair scores with
-    right_index: Tensor  # (n_tp,) row of cat([B, x]) each tail pair scores with
+    tile: int  # slots per tile
+    gather: Tensor  # (n_slots,) x row (head entity) of each slot; padding: 0
+    tile_rel: Tensor  # (n_tiles,) relation of each tile
+    slot: Tensor  # (n_hp,) slot of each head pair
+    pattern: SparsePattern  # (n_slots, n_right); items: the edges, at (their head pair's slot, right row)
+    chunks: tuple[ScoreChunk, ...]  # the slot tiles in chunks of consecutive tiles
 
     def to(self, device: torch.device | str) -> "RelationPairs":
         return _tensor_fields_to(self, device)
@@ -251,32 +303,59 @@ def _distinct_pairs(rel: Tensor, node: Tensor, n_nodes: int) -> tuple[Tensor, Te
     return key // n_nodes, key % n_nodes, inverse
 
 
+def _score_chunks(pattern: SparsePattern, tile_fold: Tensor, tile: int, chunk_rows: int) -> tuple[ScoreChunk, ...]:
+    """Consecutive tiles in chunks of at most ``chunk_rows`` slots (at least one tile), all of them
+    in one chunk when they fit (``tile_fold`` (n_tiles,) bool, projecting tiles first). Build time
+    only: it reads offsets on the host."""
+    n_tiles = tile_fold.numel()
+    n_plain = int((~tile_fold).sum())
+    per = max(1, chunk_rows // tile)
+    crow = pattern.crow.long()
+    out = []
+    for t0 in range(0, n_tiles, per):
+        t1 = min(t0 + per, n_tiles)
+        e0, e1 = int(crow[t0 * tile]), int(crow[t1 * tile])
+        cols = pattern.col[e0:e1]
+        c0, c1 = (int(cols.min()), int(cols.max()) + 1) if e1 > e0 else (0, 0)
+        out.append(ScoreChunk(t0, t1, e0, e1, c0, c1, min(max(n_plain - t0, 0), t1 - t0),
+                              pattern.row_block(t0 * tile, t1 * tile, c0, c1)))
+    return tuple(out)
+
+
 def relation_pairs(heads: Tensor, tails: Tensor, rel: Tensor, n_relations: int, n_nodes: int,
-                   can_fold: bool = True, tile: int = 256) -> RelationPairs:
+                   can_fold: bool = True, tile: int = 128, chunk_rows: int | None = None) -> RelationPairs:
     """:class:`RelationPairs` of edges ``(heads, rel, tails)`` (any order); tails index rows of
-    an (n_nodes, d) matrix. ``can_fold=False``: always project the tails (W_r not square)."""
+    an (n_nodes, d) matrix. ``can_fold=False``: always project the tails (W_r not square).
+    ``chunk_rows``: slots per chunk (default by the edges' device, :data:`SCORE_CHUNK_ROWS`)."""
+    dev = heads.device
+    if chunk_rows is None:
+        chunk_rows = SCORE_CHUNK_ROWS.get(dev.type, SCORE_CHUNK_ROWS["default"])
     h_rel, h_node, h_of_edge = _distinct_pairs(rel, heads, n_nodes)
     t_rel, t_node, t_of_edge = _distinct_pairs(rel, tails, n_nodes)
     n_hp, n_tp = h_node.numel(), t_node.numel()
-    pattern = SparsePattern.build(h_of_edge, t_of_edge, (n_hp, n_tp))
     n_h = torch.bincount(h_rel, minlength=n_relations)
     n_t = torch.bincount(t_rel, minlength=n_relations)
     fold_rel = (n_t >= n_h) & can_fold  # (R,) fold W into the head side
-    h_fold, t_fold = fold_rel[h_rel], fold_rel[t_rel]
-    fold_rows = torch.nonzero(h_fold).squeeze(1)  # head pairs (rows of a) that fold
+    t_fold = fold_rel[t_rel]
     proj_rows = torch.nonzero(~t_fold).squeeze(1)  # tail pairs whose tails are projected
-    left_index = torch.arange(n_hp, device=heads.device)
-    left_index[fold_rows] = n_hp + torch.arange(fold_rows.numel(), device=heads.device)
-    right_index = torch.empty(n_tp, dtype=torch.long, device=heads.device)
-    right_index[proj_rows] = torch.arange(proj_rows.numel(), device=heads.device)
+    right_index = torch.empty(n_tp, dtype=torch.long, device=dev)  # row of cat([B, x]) of each tail pair
+    right_index[proj_rows] = torch.arange(proj_rows.numel(), device=dev)
     folded = torch.nonzero(t_fold).squeeze(1)
     right_index[folded] = proj_rows.numel() + t_node[folded]
+    n_right = proj_rows.numel() + (n_nodes if bool(fold_rel.any()) else 0)
+    # slots: head pairs grouped by (folds, relation), so projecting relations' tiles come first
+    key = fold_rel[h_rel].long() * n_relations + h_rel  # (n_hp,)
+    order = torch.argsort(key, stable=True)
+    plan = SegmentPlan.build(h_node[order], key[order], 2 * n_relations, tile)
+    slot = torch.empty_like(plan.slot)
+    slot[order] = plan.slot
+    tile_fold = plan.tile_rel >= n_relations
+    pattern = SparsePattern.build(slot[h_of_edge], right_index[t_of_edge], (plan.gather.numel(), n_right))
     return RelationPairs(
-        n_hp, n_tp, h_node, t_node, pattern, bool(fold_rows.numel()),
-        SegmentPlan.build(h_node, h_rel, n_relations, tile),
+        n_hp, n_tp, h_node, t_node, bool(fold_rel.any()),
         SegmentPlan.build(t_node[proj_rows], t_rel[proj_rows], n_relations, tile),
-        SegmentPlan.build(fold_rows, h_rel[fold_rows], n_relations, tile),
-        left_index, right_index)
+        tile, plan.gather, plan.tile_rel % n_relations, slot, pattern,
+        _score_chunks(pattern, tile_fold, tile, chunk_rows))
 
 
 @dataclass(frozen=True, eq=False)
@@ -307,7 +386,8 @@ def _check_edges(heads: Tensor, tails: Tensor, n_entities: int, n_cols: int) -> 
 
 
 def kg_structure(heads: Tensor, tails: Tensor, rel_ptr: Tensor | None, n_entities: int,
-                 n_cols: int | None = None, can_fold: bool = True) -> KGStructure:
+                 n_cols: int | None = None, can_fold: bool = True, chunk_rows: int | None = None,
+                 tile: int = 128) -> KGStructure:
     """Precompute the :class:`KGStructure` of an edge list sorted by relation, on its device.
 
     Args:
@@ -315,6 +395,9 @@ def kg_structure(heads: Tensor, tails: Tensor, rel_ptr: Tensor | None, n_entitie
         rel_ptr: (R+1,) offsets of each relation's edge segment; ``None``: one relation.
         n_entities: rows of the propagation matrix; ``n_cols`` its columns (default the same).
         can_fold: False when the score's W_r is not square (see :func:`relation_pairs`).
+        chunk_rows: head-pair slots per chunk of the scores (default: :data:`SCORE_CHUNK_ROWS` of
+            the edges' device; a structure moved to another device keeps its chunks).
+        tile: slots per tile of one relation in the scores' batched matmuls.
 
     Any order within a relation is correct; repeated triples count once per copy.
     """
@@ -329,7 +412,7 @@ def kg_structure(heads: Tensor, tails: Tensor, rel_ptr: Tensor | None, n_entitie
         raise ValueError(f"rel_ptr must run from 0 to {heads.numel()} without decreasing")
     n_rel = counts.numel()
     rel = torch.repeat_interleave(torch.arange(n_rel, device=heads.device), counts)  # (E,)
-    pairs = relation_pairs(heads, tails, rel, n_rel, max(n_entities, n_cols), can_fold)
+    pairs = relation_pairs(heads, tails, rel, n_rel, max(n_entities, n_cols), can_fold, tile, chunk_rows)
     adjacency = SparsePattern.build(heads, tails, (n_entities, n_cols))
     return KGStructure(n_entities, n_cols, heads.numel(), n_rel, adjacency, pairs)
 

@@ -10,12 +10,15 @@ Scores are computed on the *distinct* (relation, head) and (relation, tail) pair
 edge, and for all relations at once: ``a(h) = tanh(W_r x_h + e_r)`` once per (relation, head)
 pair, ``W_r x_t`` once per (relation, tail) pair, or instead ``u(h) = W_r^T a(h)`` (then
 ``score = x_t . u(h)``) for a relation with fewer distinct heads than tails. Each of these is one
-tiled batched matmul over all relations (:class:`~slifmr.graphs.kg.SegmentPlan`: rows grouped by
-relation in tiles of 256, each tile's W_r gathered, one ``bmm``), and the per-edge dot products
-are one sampled dense-dense product on the block-diagonal (head pairs x tail pairs) pattern. So
-a step runs a constant number of kernels whatever the number of relations (issue 13;
-``benchmarks/op_count.py``), and no |edges| x d tensor is built. The layout is precomputed with
-the graph (:class:`~slifmr.graphs.kg.KGStructure`).
+tiled batched matmul over all relations (rows grouped by relation in tiles of 128, each tile's W_r
+gathered, one ``bmm``), and the per-edge dot products are one sampled dense-dense product on the
+block-diagonal (head-pair slots x right rows) pattern. So a step runs a constant number of
+kernels whatever the number of relations (issue 13; ``benchmarks/op_count.py``), and no
+|edges| x d tensor is built. On the CPU the head side runs in chunks of tiles (at most
+``SCORE_CHUNK_ROWS`` slots, so a chunk's temporaries stay in cache and out of freshly mapped
+memory; at Amazon-Book scale the whole-tensor version cost 2.6 CPU s of a 4.3 s step, the
+chunked one 0.85); a GPU runs one chunk. The layout is precomputed with the graph
+(:class:`~slifmr.graphs.kg.KGStructure`, :class:`~slifmr.graphs.kg.RelationPairs`).
 
 ``attention_every=k`` recomputes the scores (with gradient to W_r, e_r and the embeddings) every
 k-th training step and reuses the detached weights in between, as KGAT's own code refreshes its
@@ -27,51 +30,103 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from slifmr.graphs.kg import KGStructure, SparsePattern, kg_propagate, kg_structure, segment_softmax
+from slifmr.graphs.kg import (KGStructure, RelationPairs, ScoreChunk, kg_propagate, kg_structure,
+                              segment_softmax)
 
 
-class _PairScores(torch.autograd.Function):
-    """(E,) ``left[hp_e] . right[tp_e]`` over the (head pairs x tail pairs) pattern: one sampled
-    dense-dense product forward; backward ``grad_left = G @ right``, ``grad_right = G^T @ left``
-    (G: the pattern with the edges' gradients), two CSR products. No (E, k) tensor."""
+def _chunk_inputs(x: Tensor, w: Tensor, pr: RelationPairs, c: ScoreChunk) -> tuple[Tensor, Tensor, Tensor]:
+    """A chunk's (relations (nt,), wt (nt, k, d) each tile's W_r, xp (nt, T, d) its slots' head rows)."""
+    rel = pr.tile_rel[c.t0 : c.t1]
+    xp = x.index_select(0, pr.gather[c.t0 * pr.tile : c.t1 * pr.tile]).view(-1, pr.tile, x.shape[1])
+    return rel, w.index_select(0, rel), xp
+
+
+def _left(a: Tensor, wt: Tensor, c: ScoreChunk) -> Tensor:
+    """(nt*T, k|d) a chunk's left rows: ``a`` on projecting tiles, ``u = W_r^T a`` on folding ones."""
+    p = c.n_plain
+    if p == a.shape[0]:
+        left = a
+    elif p == 0:
+        left = torch.bmm(a, wt)  # (nt, T, d): rows a W_r
+    else:
+        left = torch.empty_like(a)
+        left[:p] = a[:p]
+        torch.bmm(a[p:], wt[p:], out=left[p:])
+    return left.view(-1, left.shape[2])
+
+
+class _ChunkedScores(torch.autograd.Function):
+    """(E,) ``left(slot_e) . right[r_e]`` with ``left = a = tanh(W_r x_h + e_r)``, or ``u = W_r^T a``
+    on folding tiles, computed chunk by chunk of slot tiles (:attr:`RelationPairs.chunks`): one
+    gather and one or two batched matmuls over all of a chunk's relations, then a sampled product
+    on its rows. Forward keeps ``a`` (n_slots, k) for the backward (tanh is the costliest pass on
+    the CPU, so it is not recomputed), which runs each chunk back through its two CSR products,
+    tanh and the batched matmuls. Every other temporary is one chunk's: in cache on the CPU; a GPU
+    runs one chunk."""
 
     @staticmethod
-    def forward(ctx, left: Tensor, right: Tensor, pattern: SparsePattern) -> Tensor:
-        left, right = left.detach().contiguous(), right.detach().contiguous()
-        ctx.save_for_backward(left, right)
-        ctx.pattern = pattern
-        return pattern.item_values(pattern.sddmm(left, right))
+    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor, right: Tensor, pr: RelationPairs) -> Tensor:
+        x, w, bias, right = x.detach(), w.detach(), bias.detach(), right.detach().contiguous()
+        out = x.new_empty(pr.pattern.nnz)  # entry scores
+        a_all = x.new_empty(pr.tile_rel.numel(), pr.tile, w.shape[1])  # (n_tiles, T, k)
+        for c in pr.chunks:
+            rel, wt, xp = _chunk_inputs(x, w, pr, c)
+            a = torch.baddbmm(bias.index_select(0, rel).unsqueeze(1), xp, wt.transpose(1, 2),
+                              out=a_all[c.t0 : c.t1]).tanh_()  # (nt, T, k)
+            out[c.e0 : c.e1] = c.pattern.sddmm(_left(a, wt, c), right[c.c0 : c.c1])
+        ctx.save_for_backward(x, w, right, a_all)
+        ctx.pairs = pr
+        return pr.pattern.item_values(out)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        left, right = ctx.saved_tensors
-        p: SparsePattern = ctx.pattern
-        g = p.entry_values(grad.contiguous())
-        grad_left = p.mm(g, right) if ctx.needs_input_grad[0] else None
-        grad_right = p.t_mm(g, left) if ctx.needs_input_grad[1] else None
-        return grad_left, grad_right, None
+        x, w, right, a_all = ctx.saved_tensors
+        pr: RelationPairs = ctx.pairs
+        need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
+        g = pr.pattern.entry_values(grad.contiguous())  # (nnz,)
+        grad_x, grad_w, grad_r = (torch.zeros_like(v) if need else None
+                                  for v, need in ((x, need_x), (w, need_w), (right, need_r)))
+        grad_b = w.new_zeros(w.shape[:2]) if need_b else None
+        for c in pr.chunks:
+            rel, wt, xp = _chunk_inputs(x, w, pr, c)
+            a = a_all[c.t0 : c.t1]  # (nt, T, k)
+            gc = g[c.e0 : c.e1]
+            if need_r:
+                c.pattern.t_mm(gc, _left(a, wt, c), accumulate=grad_r[c.c0 : c.c1])  # += G_c^T left
+            if not (need_x or need_w or need_b):
+                continue
+            gl = c.pattern.mm(gc, right[c.c0 : c.c1]).view(-1, pr.tile, right.shape[1])  # (nt, T, k|d); padding: 0
+            p = c.n_plain
+            if p < a.shape[0]:  # folding tiles, left = a W_r (rows): d/dW_r += a^T gl, d/da = gl W_r^T
+                if need_w:
+                    grad_w.index_add_(0, rel[p:], torch.bmm(a[p:].transpose(1, 2), gl[p:]))
+                gl[p:] = torch.bmm(gl[p:], wt[p:].transpose(1, 2))  # (nt - p, T, k)
+            gpre = gl.sub_(torch.mul(a, a).mul_(gl))  # through tanh: gl (1 - a^2)
+            if need_b:
+                grad_b.index_add_(0, rel, gpre.sum(1))
+            if need_w:
+                grad_w.index_add_(0, rel, torch.bmm(gpre.transpose(1, 2), xp))  # (nt, k, d)
+            if need_x:
+                grad_x.index_add_(0, pr.gather[c.t0 * pr.tile : c.t1 * pr.tile],
+                                  torch.bmm(gpre, wt).view(-1, x.shape[1]))
+        return grad_x, grad_w, grad_b, grad_r, None
 
 
 def relation_scores(x: Tensor, rel_w: Tensor, rel_emb: Tensor, structure: KGStructure) -> Tensor:
     """(E,) ``(W_r x_t) . tanh(W_r x_h + e_r)`` of every edge of ``structure`` (``rel_w`` (R, k, d),
     ``rel_emb`` (R, k)); differentiable, no |edges| x d tensor and no loop over relations: a
-    constant number of kernels whatever R (three tiled batched matmuls, gathers, one sampled
-    product; :class:`~slifmr.graphs.kg.RelationPairs`). The KG attention score of SLIF-MR
-    (Eq. 11) and of KGAT (Eq. 4), which share it."""
+    constant number of kernels per chunk whatever R (tiled batched matmuls, gathers, one sampled
+    product; :class:`~slifmr.graphs.kg.RelationPairs`), one chunk on a GPU. The KG attention
+    score of SLIF-MR (Eq. 11) and of KGAT (Eq. 4), which share it."""
     pr = structure.pairs
     if structure.n_edges == 0:
         return x.new_zeros(0)
     if pr.fold and rel_w.shape[1] != rel_w.shape[2]:
         raise ValueError(f"W_r is {tuple(rel_w.shape[1:])}, not square: build the structure with can_fold=False")
-    a = torch.tanh(pr.plan_head.matmul(x, rel_w, transpose=False, bias=rel_emb))  # (n_hp, k)
-    left = a
-    if pr.fold:  # u = W_r^T a on the folding relations' head pairs
-        u = pr.plan_fold.matmul(a, rel_w, transpose=True)  # (n_fold, d)
-        left = torch.cat([a, u]).index_select(0, pr.left_index)  # (n_hp, k)
     b = pr.plan_tail.matmul(x, rel_w, transpose=False)  # (n_proj, k): W_r x_t
-    right = torch.cat([b, x]).index_select(0, pr.right_index) if pr.fold else b.index_select(0, pr.right_index)
-    return _PairScores.apply(left, right, pr.pattern)
+    right = torch.cat([b, x]) if pr.fold else b  # (n_right, k): rows the edges' tails score with
+    return _ChunkedScores.apply(x, rel_w, rel_emb, right, pr)
 
 
 class KGAttentionEncoder(nn.Module):
