@@ -102,7 +102,7 @@ class _ChunkedScores(torch.autograd.Function):
                 if need_w:
                     grad_w.index_add_(0, rel[p:], torch.bmm(a[p:].transpose(1, 2), gl[p:]))
                 gl[p:] = torch.bmm(gl[p:], wt[p:].transpose(1, 2))  # (nt - p, T, k)
-            gpre = gl.sub_(torch.mul(a, a).mul_(gl))  # through tanh: gl (1 - a^2)
+            gpre = torch.ops.aten.tanh_backward(gl, a)  # through tanh: gl (1 - a^2), one pass (autograd's op)
             if need_b:
                 grad_b.index_add_(0, rel, gpre.sum(1))
             if need_w:
