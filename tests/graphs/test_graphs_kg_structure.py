@@ -40,6 +40,17 @@ def test_sparse_pattern_matches_dense_with_repeats():
     y = torch.randn(n_rows, d, generator=g, dtype=torch.float64)
     torch.testing.assert_close(p.mm(v, x), dense @ x)
     torch.testing.assert_close(p.t_mm(v, y), dense.T @ y)
+    acc = torch.randn(n_cols, d, generator=g, dtype=torch.float64)
+    want = acc + dense.T @ y
+    assert p.t_mm(v, y, accumulate=acc) is acc  # added in place
+    torch.testing.assert_close(acc, want)
+    # a row block with its columns shifted: rows 2..5, columns 1.. (none of its entries is left of 1)
+    blk_rows = (rows >= 2) & (rows < 5)
+    c0 = int(cols[blk_rows].min())
+    b = p.row_block(2, 5, c0, n_cols)
+    assert b.shape == (3, n_cols - c0) and b.inv is None
+    first = int(p.crow[2])
+    torch.testing.assert_close(b.mm(v[first : first + b.nnz], x[c0:]), (dense @ x)[2:5])
     # sampled product, per item
     torch.testing.assert_close(p.item_values(p.sddmm(y, x)), (y[rows] * x[cols]).sum(-1))
 

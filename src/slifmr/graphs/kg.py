@@ -172,10 +172,12 @@ class SparsePattern:
         return _spmm(_csr(self.crow, self.col, values, self.shape), x)
 
     def t_mm(self, values: Tensor, y: Tensor, accumulate: Tensor | None = None) -> Tensor:
-        """``A^T @ y``: (n_rows, d) -> (n_cols, d); added into ``accumulate`` in place when given
-        (no (n_cols, d) temporary)."""
+        """``A^T @ y``: (n_rows, d) -> (n_cols, d); added into ``accumulate`` when given (on the
+        CPU in place, without an (n_cols, d) temporary)."""
         t = _csr(self.t_crow, self.t_col, values.index_select(0, self.t_perm), (self.shape[1], self.shape[0]))
-        return _spmm(t, y) if accumulate is None else accumulate.addmm_(t, y)
+        if accumulate is None:
+            return _spmm(t, y)
+        return accumulate.addmm_(t, y) if y.device.type == "cpu" else accumulate.add_(t @ y)
 
     def sddmm(self, a: Tensor, b: Tensor) -> Tensor:
         """(nnz,) entry values ``a[row] . b[col]`` for a (n_rows, d), b (n_cols, d)."""
