@@ -59,25 +59,35 @@ STEP_CLOCK = time.perf_counter
 
 
 def step_seconds(model, batches: BPRBatches, steps: int) -> float:
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return alternated_step_seconds([model], batches, steps)[0]
 
-    dev = next(model.parameters()).device
 
-    def one(batch: dict) -> None:
-        opt.zero_grad(set_to_none=True)
-        model.loss(batch)["loss"].backward()
-        opt.step()
+def alternated_step_seconds(models: list, batches: BPRBatches, steps: int) -> list[float]:
+    """Median step time of each model over ``steps`` steps (after one warm-up step each), the
+    models' steps interleaved (model 0, model 1, ..., model 0, ...) on the same batches, so that
+    a machine whose load drifts perturbs them alike."""
+    steppers = []
+    for model in models:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    one(on(batches[0], dev))  # warm-up: graph caches, allocator
-    ts = []
+        def one(batch: dict, model=model, opt=opt) -> None:
+            opt.zero_grad(set_to_none=True)
+            model.loss(batch)["loss"].backward()
+            opt.step()
+
+        dev = next(model.parameters()).device
+        one(on(batches[0], dev))  # warm-up: graph caches, allocator
+        steppers.append((one, dev))
+    ts: list[list[float]] = [[] for _ in models]
     for b in range(1, steps + 1):
-        batch = on(batches[b % len(batches)], dev)
-        sync()
-        t0 = STEP_CLOCK()
-        one(batch)
-        sync()
-        ts.append(STEP_CLOCK() - t0)
-    return statistics.median(ts)
+        for (one, dev), t in zip(steppers, ts):
+            batch = on(batches[b % len(batches)], dev)
+            sync()
+            t0 = STEP_CLOCK()
+            one(batch)
+            sync()
+            t.append(STEP_CLOCK() - t0)
+    return [statistics.median(t) for t in ts]
 
 
 def ranking_pass(model, ds, batch_size: int) -> tuple[float, float]:
@@ -125,6 +135,8 @@ def main() -> None:
     ap.add_argument("--clock", choices=("wall", "process"), default="wall",
                     help="training steps timed in wall time or in this process's CPU time (CPU only: a "
                          "loaded machine moves wall time up to 3x, CPU time far less)")
+    ap.add_argument("--alternate", action="store_true",
+                    help="time SLIF-MR's steps interleaved with LightGCN's (the ratio from those pairs)")
     ap.add_argument("--smoke", action="store_true", help="a small synthetic dataset: check the script runs")
     args = ap.parse_args()
     if args.clock == "process":
@@ -194,10 +206,15 @@ def main() -> None:
         refresh()  # inject once so the timed steps see the enhanced graphs (sim relation, G block)
         for every in everies:
             model.kg_encoder.attention_every = every
-            step = step_seconds(model, batches, max(args.steps, 2 * every))
+            n = max(args.steps, 2 * every)
+            if args.alternate:  # LightGCN timed again, its steps interleaved with SLIF-MR's
+                base, step = alternated_step_seconds([lgcn, model], batches, n)
+                out[f"lightgcn_step_s[alternated, kg_every={every}]"] = base
+            else:
+                base, step = out["lightgcn_step_s"], step_seconds(model, batches, n)
             out[f"slifmr_step_s[kg_every={every}]"] = step
             out[f"slifmr_epoch_s[kg_every={every}]"] = step * steps_per_epoch
-            out[f"slifmr_over_lightgcn[kg_every={every}]"] = step / out["lightgcn_step_s"]
+            out[f"slifmr_over_lightgcn[kg_every={every}]"] = step / base
         out["slifmr_epoch_s"] = out[f"slifmr_epoch_s[kg_every={everies[0]}]"]
         out["self_loop_refresh_s"] = timed(refresh, args.repeats)
         with torch.no_grad():
