@@ -32,5 +32,8 @@ def make_record(root: Path, model: str, seed: int, per_user: dict[str, np.ndarra
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = float(value)
+        try:
+            node[leaf] = float(value)
+        except ValueError:  # a named variant (e.g. ablation=wo_kg)
+            node[leaf] = value
     return write_record(run, record, {"user": users, **per_user})

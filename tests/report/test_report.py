@@ -199,3 +199,32 @@ def test_noise_levels_compare_like_with_like(tmp_path):
     imps = {c.ours.variant: (c.baseline.variant, c.imp_pct) for c in res["comparisons"]}
     assert imps["noise.interaction=0.0"][0] == "noise.interaction=0.0"
     assert imps["noise.interaction=0.2"] == ("noise.interaction=0.2", pytest.approx((0.33 - 0.30) / 0.30 * 100))
+
+
+def test_ablations_compare_with_the_full_model_as_a_fixed_baseline(tmp_path):
+    """Table III: every row is ours (model slifmr, one per ablation); ``--baseline`` naming the full
+    model's row compares each other variant with it (%Imp and the paired test), and not itself."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(1)
+    pu = {}
+    for ab, level in (("full", 0.30), ("wo_kg", 0.28), ("wo_cl", 0.31)):
+        for seed in (1, 2):
+            pu[(ab, seed)] = _values(rng, level)
+            make_record(tmp_path / "runs", "slifmr", seed, pu[(ab, seed)], extra=[f"ablation={ab}"])
+    res = report([tmp_path / "runs"], tmp_path / "out", metrics=["recall@20"], plot="none",
+                 baseline="SLIF-MR (ablation=full)")
+    again = report([tmp_path / "runs"], tmp_path / "out2", metrics=["recall@20"], plot="none",
+                   baseline="ablation=full")  # the variant alone names the same row
+    assert [(c.ours, c.baseline, c.p_value) for c in again["comparisons"]] == \
+        [(c.ours, c.baseline, c.p_value) for c in res["comparisons"]]
+    comps = {c.ours.variant: c for c in res["comparisons"]}
+    assert set(comps) == {"ablation=wo_kg", "ablation=wo_cl"}  # the full model is not compared with itself
+    for ab in ("wo_kg", "wo_cl"):
+        c = comps[f"ablation={ab}"]
+        assert c.baseline.variant == "ablation=full"
+        ours = statistics.mean(float(np.mean(pu[(ab, s)]["recall@20"])) for s in (1, 2))
+        full = statistics.mean(float(np.mean(pu[("full", s)]["recall@20"])) for s in (1, 2))
+        assert c.imp_pct == pytest.approx((ours - full) / full * 100, rel=1e-12)
+        want = scipy_stats.wilcoxon((pu[(ab, 1)]["recall@20"] + pu[(ab, 2)]["recall@20"]) / 2,
+                                    (pu[("full", 1)]["recall@20"] + pu[("full", 2)]["recall@20"]) / 2).pvalue
+        assert c.p_value == pytest.approx(want, rel=1e-12)

@@ -232,8 +232,8 @@ class Table:
             for metric in self.metrics:
                 for row in self.rows:
                     st = self.get(row, dataset, metric)
-                    if not self.is_ours(row) or st is None:
-                        continue
+                    if not self.is_ours(row) or st is None or row == baseline:
+                        continue  # (a fixed baseline may be an ours row: Table III's full model)
                     same = row.variant if row.variant in variants and len(variants) > 1 else None
                     base = baseline or self.best_baseline(dataset, metric, same)
                     bst = self.get(base, dataset, metric) if base is not None else None
@@ -290,8 +290,13 @@ def aggregate(records: list[dict[str, Any]], metrics: list[str], ours: str = "sl
 
 
 def find_row(table: Table, spec: str) -> Row:
-    """A row from its label, model name or 'model variant' (for --baseline)."""
+    """A row from its label, model name, 'model variant' or, where one row has it, its variant alone
+    (for --baseline; e.g. ``ablation=full``, Table III's full model, a spec without spaces as a
+    docs marker needs)."""
     for row in table.rows:
         if spec in (row.label, row.model, f"{row.model} {row.variant}".strip()):
             return row
+    by_variant = [row for row in table.rows if row.variant and row.variant == spec]
+    if len(by_variant) == 1:
+        return by_variant[0]
     raise ReportError(f"no row '{spec}' in the report; rows: {', '.join(r.label for r in table.rows)}")
