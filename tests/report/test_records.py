@@ -129,3 +129,16 @@ def test_wandb_logger_in_a_multirun_gets_group_and_name(tmp_path, monkeypatch):
     # outside a sweep (or outside Hydra): no group, W&B picks the name
     lg = instantiate(make_cfg(tmp_path, ["logger=wandb"]).logger.wandb)
     assert lg._wandb_init["group"] is None and lg._wandb_init["name"] is None
+
+
+def test_every_model_config_has_a_display_name_in_reports():
+    """Each model of conf/model/ (presets like slifmr_paper under their model) gets its paper name
+    and a place in the Table II order, not its config key."""
+    from pathlib import Path
+
+    from slifmr.report.aggregate import MODEL_NAMES
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "model"
+    models = {p.stem.removesuffix("_paper") for p in conf.glob("*.yaml")}
+    assert len(models) >= 16
+    assert models <= MODEL_NAMES.keys(), sorted(models - MODEL_NAMES.keys())

@@ -28,7 +28,8 @@ IGNORED_PREFIXES = ("paths.", "hydra.", "logger.", "hydra/")
 MODEL_NAMES = {
     "pop": "Pop", "mf": "MF-BPR", "lightgcn": "LightGCN", "ngcf": "NGCF", "vbpr": "VBPR", "mmgcn": "MMGCN",
     "grcn": "GRCN", "lattice": "LATTICE", "bm3": "BM3", "freedom": "FREEDOM", "tmfun": "TMFUN", "diffmm": "DiffMM", "cke": "CKE", "kgat": "KGAT",
-    "kgin": "KGIN", "kgcl": "KGCL", "mkgat": "MKGAT", "diffkg": "DiffKG", "slifmr": "SLIF-MR",
+    "kgin": "KGIN", "kgcl": "KGCL", "kacl": "KACL", "kgrec": "KGRec", "krdn": "KRDN", "mkgat": "MKGAT",
+    "diffkg": "DiffKG", "slifmr": "SLIF-MR",
 }
 MODEL_ORDER = list(MODEL_NAMES)
 
