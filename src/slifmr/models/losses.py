@@ -43,7 +43,7 @@ def distinct_items(idx: Tensor, fixed_shape: bool | None = None) -> tuple[Tensor
     return s, keep
 
 
-def _kept_row_weights(keep: Tensor, dtype: torch.dtype) -> Tensor:
+def kept_row_weights(keep: Tensor, dtype: torch.dtype) -> Tensor:
     """(B,) weights of a mean over the kept rows: 1/#kept where ``keep``, 0 elsewhere (no host read
     of the count)."""
     k = keep.to(dtype)
@@ -93,7 +93,7 @@ class _InfoNCE(torch.autograd.Function):
             ctx.save_for_backward(v, xs, lse, lse.new_empty(0), lse.new_empty(0))
             ctx.exclude, ctx.step, ctx.masked = exclude, step, False
             return (lse - pos).mean(-1)
-        w = _kept_row_weights(keep, v.dtype)  # (B,)
+        w = kept_row_weights(keep, v.dtype)  # (B,)
         ctx.save_for_backward(v, xs, lse, w, keep)
         ctx.exclude, ctx.step, ctx.masked = exclude, step, True
         return (lse - pos).mul(w).sum(-1)

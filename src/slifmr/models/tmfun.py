@@ -27,7 +27,7 @@ from slifmr.graphs.adjacency import SparseOperator
 from slifmr.models.base import TOPK, RecModel, rows
 from slifmr.models.encoders.interaction import lightgcn_readout
 from slifmr.models.encoders.raw_features import RawFeatures, require_features
-from slifmr.models.losses import bpr_loss, distinct_items, l2_reg
+from slifmr.models.losses import bpr_loss, distinct_items, kept_row_weights, l2_reg
 
 
 def attention_fusion(query: Tensor, views: Tensor, w_q: Tensor, w_k: Tensor) -> tuple[Tensor, Tensor]:
@@ -55,7 +55,7 @@ def inter_modal_infonce(a: Tensor, b: Tensor, tau: float, keep: Tensor | None = 
     diag = logits.diagonal()  # (B,)
     if keep is None:
         return 0.5 * ((torch.logsumexp(logits, dim=1) - diag).mean() + (torch.logsumexp(logits, dim=0) - diag).mean())
-    w = keep.to(logits.dtype) / keep.sum()  # (B,): mean over kept rows
+    w = kept_row_weights(keep, logits.dtype)  # (B,): mean over kept rows
     rows_lse = torch.logsumexp(logits.masked_fill(~keep, float("-inf")), dim=1)  # over kept j
     cols_lse = torch.logsumexp(logits.masked_fill(~keep[:, None], float("-inf")), dim=0)  # over kept i
     return 0.5 * (((rows_lse - diag) * w).sum() + ((cols_lse - diag) * w).sum())
