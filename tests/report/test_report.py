@@ -228,3 +228,21 @@ def test_ablations_compare_with_the_full_model_as_a_fixed_baseline(tmp_path):
         want = scipy_stats.wilcoxon((pu[(ab, 1)]["recall@20"] + pu[(ab, 2)]["recall@20"]) / 2,
                                     (pu[("full", 1)]["recall@20"] + pu[("full", 2)]["recall@20"]) / 2).pvalue
         assert c.p_value == pytest.approx(want, rel=1e-12)
+
+
+def test_a_study_may_gather_runs_by_symlink(tmp_path):
+    """Tuned and default runs kept in two places are read side by side through symlinked
+    directories; a link cycle or a second link to the same runs reads nothing twice."""
+    from synthetic_records import make_record
+
+    rng = np.random.default_rng(0)
+    make_record(tmp_path / "a", "lightgcn", 1, {"recall@20": rng.random(5)})
+    make_record(tmp_path / "b", "slifmr", 1, {"recall@20": rng.random(5)})
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "default").symlink_to(tmp_path / "a", target_is_directory=True)
+    (study / "tuned").symlink_to(tmp_path / "b", target_is_directory=True)
+    (study / "again").symlink_to(tmp_path / "b", target_is_directory=True)
+    (study / "tuned_loop").symlink_to(study, target_is_directory=True)
+    recs = load_records([study])
+    assert sorted(r["model"] for r in recs) == ["lightgcn", "slifmr"]

@@ -6,6 +6,7 @@ written by the run-record callback (``callbacks/run_record.py``) in the format o
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,23 @@ class ReportError(ValueError):
     """Bad input to the report: no records, unreadable records, unknown metrics."""
 
 
+def record_files(root: Path) -> list[Path]:
+    """Every record file under ``root``, following symlinked directories (a study directory may
+    gather runs kept elsewhere by symlink, e.g. tuned and default runs side by side); a directory
+    reached twice (a link cycle or two links to one place) is read once."""
+    found, visited = [], set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        dirnames.sort()
+        if RECORD_FILE in filenames:
+            found.append(Path(dirpath) / RECORD_FILE)
+    return sorted(found)
+
+
 def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """Every record under the given run/multirun directories (or record files), each with
     ``_path`` (the record file) added. A path without any record is an error that names it."""
@@ -28,7 +46,7 @@ def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         if p.is_file():
             files = [p]
         elif p.is_dir():
-            files = sorted(p.rglob(RECORD_FILE))
+            files = record_files(p)
         else:
             raise ReportError(f"no such file or directory: {p}")
         if not files:
