@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +20,19 @@ class ReportError(ValueError):
     """Bad input to the report: no records, unreadable records, unknown metrics."""
 
 
-def record_files(root: Path) -> list[Path]:
-    """Every record file under ``root``, following symlinked directories (a study directory may
-    gather runs kept elsewhere by symlink, e.g. tuned and default runs side by side); a directory
-    reached twice (a link cycle or two links to one place) is read once."""
-    found, visited = [], set()
+def iter_record_files(root: Path) -> Iterator[Path]:
+    """The record files under ``root`` as they are found, following symlinked directories (a study
+    directory may gather runs kept elsewhere by symlink, e.g. tuned and default runs side by side);
+    a directory reached twice (a link cycle or two links to one place) is walked once."""
+    visited: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in visited:
             dirnames[:] = []
             continue
         visited.add(real)
-        dirnames.sort()
         if RECORD_FILE in filenames:
-            found.append(Path(dirpath) / RECORD_FILE)
-    return sorted(found)
+            yield Path(dirpath) / RECORD_FILE
 
 
 def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -46,7 +44,7 @@ def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         if p.is_file():
             files = [p]
         elif p.is_dir():
-            files = record_files(p)
+            files = sorted(iter_record_files(p))
         else:
             raise ReportError(f"no such file or directory: {p}")
         if not files:

@@ -35,7 +35,7 @@ def read_summaries(root: Path, dataset: str | None = None) -> list[dict[str, Any
             s = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise SummaryError(f"{path}: not valid JSON: {e}") from e
-        for key in ("model", "dataset", "trials", "completed", "pruned", "best", "trials_table"):
+        for key in ("model", "dataset", "trials", "completed", "pruned", "best"):
             if key not in s:
                 raise SummaryError(f"{path}: field '{key}' is missing (not a slifmr.tune summary?)")
         s["_path"] = str(path)
@@ -79,6 +79,10 @@ def summary_row(s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _f4(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
 def markdown(summaries: list[dict[str, Any]]) -> str:
     """One table per dataset, plus the totals line that states the budget."""
     if not summaries:
@@ -94,14 +98,13 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
                   "| trial time |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in rows:
-            f4 = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
             change = "n/a" if r["change"] is None else f"{r['change'] * 100:+.1f} %"
             saved = "n/a" if r["epochs_saved"] is None else f"{r['epochs_saved']:.0f}"
             failed = f", {r['failed']} failed" if r["failed"] else ""
             secs = "n/a" if r["trial_seconds"] is None else f"{r['trial_seconds'] / 60:.0f} min"
             lines.append(f"| {MODEL_NAMES.get(r['model'], r['model'])} | {r['trials']} ({r['completed']} / "
-                         f"{r['pruned']}{failed}) | {r['duplicates']} | {f4(r['default_valid'])} | "
-                         f"{f4(r['tuned_valid'])} | {change} | {r['point']} | {r['best_epoch']} | "
+                         f"{r['pruned']}{failed}) | {r['duplicates']} | {_f4(r['default_valid'])} | "
+                         f"{_f4(r['tuned_valid'])} | {change} | {r['point']} | {r['best_epoch']} | "
                          f"{r['epochs_run']} | {saved} | {secs} |")
         run = sum(r["epochs_run"] or 0 for r in rows)
         saved = sum(r["epochs_saved"] or 0 for r in rows)
