@@ -18,7 +18,7 @@ from slifmr.errors import DataError
 from slifmr.graphs.kg_ops import edge_trilinear, relational_aggregate, weighted_relational_aggregate
 from slifmr.models.kgrec import KGRec, kgrec_contrast, mask_top_rationale, masked_reconstruction_loss, rationale_scores
 from slifmr.models.kacl import KACL, GATLayer, _Graph, concrete_gates, view_contrast
-from slifmr.models.krdn import KRDN, agreement_mask, antithetic_gates, ccl_loss, disarm_gradient
+from slifmr.models.krdn import KRDN, adam_update, agreement_mask, antithetic_gates, ccl_loss, disarm_gradient
 from slifmr.train import train
 
 # 3 users, 3 items (entities 0-2), entities 3-4, 2 relations
@@ -211,6 +211,60 @@ def test_krdn_gated_off_triples_take_no_part_and_gates_learn():
     assert torch.isfinite(out["loss"]) and not torch.equal(before, model.gate_logits)
     assert model.user_emb.weight.grad.abs().sum() > 0 and model.cf_item_emb.weight.grad.abs().sum() > 0
     assert torch.equal(model.eval_gates(), model.gate_logits > 0)
+
+
+def test_krdn_gate_adam_matches_torch_adam():
+    torch.manual_seed(0)
+    ref = torch.randn(2, 7)
+    mine = ref.clone()
+    opt = torch.optim.Adam([ref.requires_grad_()], lr=0.05)
+    m, v, step = torch.zeros_like(mine), torch.zeros_like(mine), torch.zeros((), dtype=torch.long)
+    for _ in range(6):
+        grad = torch.randn(2, 7) * 3
+        opt.zero_grad()
+        ref.grad = grad.clone()
+        opt.step()
+        adam_update(mine, grad, m, v, step, lr=0.05)
+    assert int(step) == 6
+    assert torch.allclose(mine, ref.detach(), atol=1e-6, rtol=1e-5)
+    assert torch.allclose(m, opt.state[ref]["exp_avg"]) and torch.allclose(v, opt.state[ref]["exp_avg_sq"])
+
+
+def _krdn_steps(model: KRDN, n: int, seed: int) -> None:
+    model.train()
+    torch.manual_seed(seed)
+    for _ in range(n):
+        model.loss(tiny_batch())
+
+
+def test_krdn_gate_optimiser_state_survives_a_checkpoint():
+    """A model restored from a state dict steps its gates exactly as the one it was saved from:
+    the gates' Adam moments and step count travel with the checkpoint (a fresh Adam after resume,
+    as before, takes a different step: bias correction restarts at step 1)."""
+    torch.manual_seed(5)
+    model = KRDN(META, embedding_dim=4, n_negatives=3, mess_dropout=0.0, struct_lr=0.1)
+    model.attach(tiny_store())
+    _krdn_steps(model, 3, seed=1)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert int(state["gate_step"]) == 3 and state["gate_exp_avg_sq"].abs().sum() > 0
+
+    restored = KRDN(META, embedding_dim=4, n_negatives=3, mess_dropout=0.0, struct_lr=0.1)
+    restored.attach(tiny_store())
+    restored.load_state_dict(state)
+    for k, v in state.items():
+        assert torch.equal(restored.state_dict()[k], v), k
+    _krdn_steps(model, 2, seed=2)
+    _krdn_steps(restored, 2, seed=2)
+    assert torch.equal(model.gate_logits, restored.gate_logits)
+    assert torch.equal(model.gate_exp_avg, restored.gate_exp_avg) and int(restored.gate_step) == 5
+
+    # a checkpoint from before this state was saved still loads; its Adam restarts from zero
+    old = {k: v for k, v in state.items() if not k.startswith("gate_exp") and k != "gate_step"}
+    legacy = KRDN(META, embedding_dim=4, n_negatives=3, mess_dropout=0.0, struct_lr=0.1)
+    legacy.attach(tiny_store())
+    legacy.load_state_dict(old)
+    assert torch.equal(legacy.gate_logits, state["gate_logits"]) and int(legacy.gate_step) == 0
+    assert legacy.gate_exp_avg.shape == state["gate_logits"].shape and not legacy.gate_exp_avg.any()
 
 
 # -- KACL -----------------------------------------------------------------------------------------

@@ -35,6 +35,23 @@ def antithetic_gates(logits: Tensor) -> tuple[Tensor, Tensor]:
     return u > torch.sigmoid(-logits), u < torch.sigmoid(logits)
 
 
+def adam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: Tensor, lr: float,
+                betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    """One Adam step (torch.optim.Adam's defaults, no weight decay), in place on ``param`` and its
+    moments. The gates' optimiser (official ``optimizer_stru``) lives in buffers so that a checkpoint
+    carries its moments and step count and a resumed run steps exactly as the uninterrupted one;
+    ``step`` is a 0-d int64 tensor (no host sync to read it)."""
+    b1, b2 = betas
+    step.add_(1)
+    exp_avg.mul_(b1).add_(grad, alpha=1 - b1)
+    exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+    t = step.to(torch.float64)  # bias corrections in double, as torch's Adam computes them on the host
+    bias1 = 1 - b1 ** t  # 0-d tensors
+    bias2 = 1 - b2 ** t
+    denom = (exp_avg_sq.sqrt() / bias2.sqrt()).add_(eps)
+    param.sub_(exp_avg / denom * (lr / bias1))
+
+
 def agreement_mask(p_kg: Tensor, p_cf: Tensor, gamma: float) -> Tensor:
     """(E,) bool: interactions kept by the denoising rule ``|sigmoid(p_kg) - sigmoid(p_cf)| < gamma``
     on the per-user softmax-normalised KG-side and CF-side affinities (official ``Aggregator``)."""
@@ -160,7 +177,10 @@ class KRDN(RecModel):
         self.mess_dropout = nn.Dropout(mess_dropout)
         self.register_buffer("gate_logits", torch.zeros(context_hops, 0))  # sized on the first KG read
         self.register_buffer("bank", torch.ones(0))  # last agreement of each train interaction
-        self._gate_opt: torch.optim.Optimizer | None = None
+        # the gates' Adam state (adam_update): moments (hops, E) and step count, checkpointed
+        self.register_buffer("gate_exp_avg", torch.zeros(context_hops, 0))
+        self.register_buffer("gate_exp_avg_sq", torch.zeros(context_hops, 0))
+        self.register_buffer("gate_step", torch.zeros((), dtype=torch.long))
         self._graphs: dict | None = None
 
     # -- graphs ------------------------------------------------------------------------------
@@ -186,22 +206,26 @@ class KRDN(RecModel):
             if self.gate_logits.shape[1] != n_edges:
                 u = torch.empty(self.context_hops, n_edges, device=dev).uniform_(0.5, 1.0)
                 self.gate_logits = torch.log((u + 1e-7) / (1 - u + 1e-7))  # official init
-                self._gate_opt = None
+                self.gate_exp_avg = torch.zeros_like(self.gate_logits)
+                self.gate_exp_avg_sq = torch.zeros_like(self.gate_logits)
+                self.gate_step = torch.zeros((), dtype=torch.long, device=dev)
             if self.bank.numel() != n_inter:
                 self.bank = torch.ones(n_inter, device=dev)
         return self._graphs
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # the gates and the bank are sized by the data: take the checkpoint's sizes before loading
-        for name in ("gate_logits", "bank"):
+        # checkpoints written before the gates' Adam state was checkpointed restart it from zero,
+        # which is what those runs did on resume
+        logits = state_dict.get(prefix + "gate_logits")
+        if logits is not None and prefix + "gate_step" not in state_dict:
+            state_dict[prefix + "gate_exp_avg"] = torch.zeros_like(logits)
+            state_dict[prefix + "gate_exp_avg_sq"] = torch.zeros_like(logits)
+            state_dict[prefix + "gate_step"] = torch.zeros((), dtype=torch.long)
+        # the gates, their moments and the bank are sized by the data: take the checkpoint's sizes
+        for name in ("gate_logits", "gate_exp_avg", "gate_exp_avg_sq", "bank"):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name], device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def gate_optimizer(self) -> torch.optim.Optimizer:
-        if self._gate_opt is None:
-            self._gate_opt = torch.optim.Adam([self.gate_logits], lr=self.struct_lr)
-        return self._gate_opt
 
     # -- encoder -----------------------------------------------------------------------------
     def _mean_weights(self, segment: Tensor, keep: Tensor, n: int) -> Tensor:
@@ -309,10 +333,8 @@ class KRDN(RecModel):
             loss_first = self.pass_loss(first, alive, batch, negs, entry)
             loss_second = self.pass_loss(second, alive, batch, negs, entry)
         if self.training and torch.is_grad_enabled():
-            opt = self.gate_optimizer()
-            opt.zero_grad()
-            theta.grad = disarm_gradient(theta, first, second, loss_first, loss_second)
-            opt.step()
+            grad = disarm_gradient(theta, first, second, loss_first, loss_second)
+            adam_update(theta, grad, self.gate_exp_avg, self.gate_exp_avg_sq, self.gate_step, self.struct_lr)
         gates = torch.bernoulli(torch.sigmoid(self.gate_logits)).bool()
         total = self.pass_loss(gates, alive, batch, negs, entry)
         kept = gates.float().mean(1)  # (hops,) share of triples gated on
