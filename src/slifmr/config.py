@@ -53,6 +53,12 @@ def run_name() -> str | None:
     return name_from_overrides(list(hc.overrides.task)) if hc is not None else None
 
 
+def path_safe(name: str) -> str:
+    """A job's override string as one directory name: ``/`` (a path in an override, e.g.
+    ``tuned.path=outputs/tune``) becomes ``%2F`` so the job does not nest one level per slash."""
+    return str(name).replace("%", "%25").replace("/", "%2F")
+
+
 def first(value, default):
     """``value`` unless it is null or empty, else ``default`` (the run dir: ``resume`` or a new one)."""
     return default if value in (None, "") else value
@@ -159,6 +165,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("slifmr.cache_dir", cache_dir)
     if not OmegaConf.has_resolver("slifmr.first"):
         OmegaConf.register_new_resolver("slifmr.first", first)
+    if not OmegaConf.has_resolver("slifmr.path_safe"):
+        OmegaConf.register_new_resolver("slifmr.path_safe", path_safe)
     if not OmegaConf.has_resolver("slifmr.embedded"):
         OmegaConf.register_new_resolver("slifmr.embedded", embedded_path)
     if not OmegaConf.has_resolver("slifmr.sweep_group"):

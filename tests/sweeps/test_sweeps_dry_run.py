@@ -138,3 +138,18 @@ def test_paper_preset_is_the_paper_switch_for_switch(tmp_path):
     cfg = make_cfg(tmp_path, ["model=slifmr_paper", "ablation=wo_sge", "model.consistency.beta=0.3"])
     assert cfg.model.self_loop.enabled is False and cfg.model.consistency.beta == 0.3
     assert cfg.model.readout == "residual"
+
+
+def test_an_override_holding_a_path_names_one_directory(monkeypatch, capsys, tmp_path):
+    """`tuned.path=outputs/tune` in a job's overrides used to nest its directory one level per
+    slash (``...tuned.path=outputs/`` + ``tune,tuned=dir``); the slash is escaped instead."""
+    root = tmp_path / "tune"
+    (root / "ml-100k-kg" / "mf").mkdir(parents=True)
+    (root / "ml-100k-kg" / "mf" / "best.yaml").write_text("model:\n  reg_weight: 0.001\n")
+    lines = _dry_run(monkeypatch, capsys, tmp_path, ["+sweep=table2", "model=mf", "dataset=ml-100k-kg", "seed=1,2",
+                                                     "tuned=dir", f"tuned.path={root}"])
+    dirs = [Path(line.rsplit(" | ", 1)[1]) for line in lines]
+    assert len(dirs) == 2
+    for d in dirs:
+        assert d.parent == tmp_path / "sweeps" / "table2" / "ml-100k-kg", d
+        assert f"tuned.path={str(root).replace('/', '%2F')}" in d.name and "tuned=dir" in d.name
