@@ -40,6 +40,7 @@ def test_search_never_tests_and_resumes(tmp_path, shared_data):
         assert rec["config"]["dataset"]["withhold_test"] is True and rec["config"]["test"] is False
         assert "dataset.withhold_test=true" in rec["overrides"] and "test=false" in rec["overrides"]
         assert rec["val"]["recall@20"] >= 0.0
+        assert not list(r.rglob("*.ckpt"))  # a trial writes no checkpoint (tune.trial_overrides)
 
     again = _search(tmp_path, shared_data, trials=3, extra=["test=true"])
     assert again["trials"] == 3 and len(again["trials_table"]) == 3  # one new trial
