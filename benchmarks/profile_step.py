@@ -53,7 +53,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = instantiate(model_config(args.model), meta=meta, _convert_="all")
     model.attach(store)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = model.configure_optimizers()  # the optimiser training uses (fused Adam)
+    opt = opt[0] if isinstance(opt, (list, tuple)) else opt
     batches = BPRBatches(ds.train, ds.n_items, args.batch, seed=0)
 
     def step(b: int) -> None:

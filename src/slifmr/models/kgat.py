@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from slifmr.errors import DataError
 from slifmr.graphs.kg import KGStructure, SparsePattern, kg_propagate, kg_structure, segment_softmax
 from slifmr.graphs.kg_ops import collaborative_kg, head_index, relation_ptr, sample_kg_triples
-from slifmr.models.base import TOPK, RecModel, rows
+from slifmr.models.base import TOPK, RecModel, adam, rows
 from slifmr.models.encoders.kg_attention import relation_scores
 from slifmr.models.losses import bpr_loss, l2_reg
 
@@ -245,5 +245,5 @@ class KGAT(RecModel):
         return [self.user_emb.weight, self.item_emb.weight, self.entity_emb.weight, self.rel_emb, self.trans_w]
 
     def configure_optimizers(self):
-        return [torch.optim.Adam(self.cf_parameters(), lr=self.lr, weight_decay=self.weight_decay),
-                torch.optim.Adam(self.kg_parameters(), lr=self.lr, weight_decay=self.weight_decay)]
+        return [adam(self.cf_parameters(), lr=self.lr, weight_decay=self.weight_decay),
+                adam(self.kg_parameters(), lr=self.lr, weight_decay=self.weight_decay)]
