@@ -246,3 +246,61 @@ def test_a_study_may_gather_runs_by_symlink(tmp_path):
     (study / "tuned_loop").symlink_to(study, target_is_directory=True)
     recs = load_records([study])
     assert sorted(r["model"] for r in recs) == ["lightgcn", "slifmr"]
+
+
+def test_versus_default_compares_each_variant_with_its_own_default(tmp_path, capsys):
+    """Per model: a variant row (here a tuned lr) against the model's default row (change, paired p on pooled per-user
+    values); a model without a variant row (lightgcn) or without a default row (bm3) is not paired."""
+    rng = np.random.default_rng(3)
+    pu = {}
+    for model, variant, level, seeds in (("mf", None, 0.20, (1, 2)), ("mf", "model.lr=0.01", 0.24, (1, 2, 3)),
+                                         ("lightgcn", None, 0.30, (1, 2)), ("bm3", "model.lr=0.01", 0.28, (1, 2)),
+                                         ("slifmr", None, 0.31, (1, 2)), ("slifmr", "model.lr=0.01", 0.30, (1, 2))):
+        for seed in seeds:
+            pu[(model, variant, seed)] = _values(rng, level)
+            make_record(tmp_path / "runs", model, seed, pu[(model, variant, seed)], extra=[variant] if variant else [])
+    res = report([tmp_path / "runs"], tmp_path / "out", metrics=["recall@20", "ndcg@20"], plot="none", versus=True)
+    rows = list(csv.DictReader(open(tmp_path / "out" / "versus_default.csv")))
+    assert sorted({(r["model"], r["variant"]) for r in rows}) == [("mf", "model.lr=0.01"), ("slifmr", "model.lr=0.01")]
+    assert len(rows) == 4  # two models x two metrics
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for r in rows:
+        model, m = r["model"], r["metric"]
+        tuned_seeds = (1, 2, 3) if model == "mf" else (1, 2)
+        default = statistics.mean(float(np.mean(pu[(model, None, s)][m])) for s in (1, 2))
+        tuned = statistics.mean(float(np.mean(pu[(model, "model.lr=0.01", s)][m])) for s in tuned_seeds)
+        assert float(r["default_mean"]) == pytest.approx(default, abs=1e-12)
+        assert float(r["variant_mean"]) == pytest.approx(tuned, abs=1e-12)
+        assert float(r["change_pct"]) == pytest.approx((tuned - default) / default * 100, rel=1e-10)
+        assert (int(r["default_n"]), int(r["variant_n"])) == (2, len(tuned_seeds))
+        pooled_t = np.mean([pu[(model, "model.lr=0.01", s)][m] for s in tuned_seeds], axis=0)
+        pooled_d = np.mean([pu[(model, None, s)][m] for s in (1, 2)], axis=0)
+        assert float(r["p_value"]) == pytest.approx(scipy_stats.wilcoxon(pooled_t, pooled_d).pvalue, rel=1e-10)
+    mf_change = next(float(r["change_pct"]) for r in rows if r["model"] == "mf" and r["metric"] == "recall@20")
+    md = res["markdown"]
+    assert "| MF-BPR | toy | model.lr=0.01 | 2 / 3 |" in md and f"{mf_change:+.2f}%" in md
+    assert (tmp_path / "out" / "results.md").read_text() == md
+    # off by default; the CLI flag turns it on
+    plain = report([tmp_path / "runs"], tmp_path / "plain", plot="none")
+    assert "variant |" not in plain["markdown"] and not (tmp_path / "plain" / "versus_default.csv").exists()
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "cli"), "--plot", "none", "--versus-default"]) == 0
+    assert (tmp_path / "cli" / "versus_default.csv").read_text() == (tmp_path / "out" / "versus_default.csv").read_text()
+
+
+def test_identical_rows_pooled_over_different_seed_counts_are_not_different(monkeypatch):
+    """Pop's per-user values are the same in every seed; pooled over 3 seeds and over 5 they differ
+    only by float rounding, which a signed-rank test used to count (p = 3e-5 for identical rows)."""
+    from slifmr.report.significance import paired_test, pooled_per_user, wilcoxon
+
+    rng = np.random.default_rng(0)
+    v = rng.random(2000) / 7  # values whose sums round
+    three = [{"_per_user": {"user": np.arange(2000), "recall@20": v}}] * 3
+    five = [{"_per_user": {"user": np.arange(2000), "recall@20": v}}] * 5
+    monkeypatch.setattr("slifmr.report.significance.load_per_user", lambda r: r["_per_user"])
+    a, b = pooled_per_user(three, "recall@20"), pooled_per_user(five, "recall@20")
+    x, y = np.array([a[u] for u in range(2000)]), np.array([b[u] for u in range(2000)])
+    assert np.any(x != y) and np.allclose(x, y, rtol=1e-14)  # the rounding this test is about
+    assert wilcoxon(x, y) == (0.0, 1.0)
+    assert paired_test(x, y, "ttest")[1] == 1.0
+    # a real difference, however small against the values, still counts
+    assert paired_test(x + 1e-6, y, "wilcoxon")[1] < 1e-100

@@ -3,7 +3,8 @@
 Collects every result record under the given directories and writes, into ``--out``:
 ``results.csv`` / ``results.md`` (and ``results.tex``, booktabs, with ``--latex``) (mean ± std over seeds, %Imp of ours over the best
 baseline, paired p-values, Holm-adjusted with ``--holm``, and whether each row was tuned or ran at its defaults),
-``tuning.csv``, ``comparisons.csv``, ``interval.csv`` / ``interval.md`` for a self-loop interval sweep, and the
+``tuning.csv``, ``comparisons.csv``, ``versus_default.csv`` with ``--versus-default`` (each model's variant rows, e.g.
+tuned, against its default row), ``interval.csv`` / ``interval.md`` for a self-loop interval sweep, and the
 plots that apply (or the one ``--plot`` asks for) in each ``--format`` (png, pdf, svg; 300 dpi).
 
 ``python -m slifmr.report --from-csv <study>/results.csv [--out DIR] [--format png,pdf]`` re-plots a
@@ -28,6 +29,7 @@ from slifmr.report.significance import compare_rows, holm as holm_adjust
 from slifmr.report.tables import (comparisons_csv, fmt_cell, results_csv, results_latex, results_markdown,
                                   write_text)
 from slifmr.report.tuning import tuning_csv, tuning_markdown, tuning_rows
+from slifmr.report.versus import versus_csv, versus_default, versus_markdown
 
 DEFAULT_METRICS = ["recall@20", "ndcg@20"]
 
@@ -51,11 +53,14 @@ def _interval_tables(rows: list[dict[str, Any]], metrics: list[str]) -> tuple[st
 def report(paths: list[str | Path], out: str | Path, metrics: list[str] | None = None, ours: str = "slifmr",
            baseline: str | None = None, test: str = "auto", plot: str | None = None,
            x: str | None = None, merge: list[str] | None = None,
-           formats: tuple[str, ...] = ("png",), latex: bool = False, holm: bool = False) -> dict[str, Any]:
+           formats: tuple[str, ...] = ("png",), latex: bool = False, holm: bool = False,
+           versus: bool = False) -> dict[str, Any]:
     """Write the report of the records under ``paths`` into ``out``; returns what it wrote
     ({"table", "comparisons", "files", "markdown"}). ``merge``: override keys that do not make a
     separate row (e.g. an epoch cap given to some models only); the table says which. ``latex``:
-    also results.tex (booktabs); ``holm``: Holm-adjusted p-values over all of the report's tests."""
+    also results.tex (booktabs); ``holm``: Holm-adjusted p-values over all of the report's tests;
+    ``versus``: also each model's variant rows against its default row (versus_default.csv and a
+    section of results.md: change and paired p per model, e.g. tuned against default)."""
     metrics = list(metrics or DEFAULT_METRICS)
     records = load_records(paths)
     out = Path(out)
@@ -76,12 +81,17 @@ def report(paths: list[str | Path], out: str | Path, metrics: list[str] | None =
                f"(values used: {', '.join(merged)}; each run's record has its own).\n")
     tuning = tuning_rows(table)  # tuned or default, budget, the validation score each row was selected on
     md += tuning_markdown(tuning)
+    cells = versus_default(table, test) if versus else []
+    if versus:
+        md += "\n" + (versus_markdown(cells) or "No model has both a default row and a variant row here.\n")
     files = [write_text(out / "results.csv", results_csv(table)), write_text(out / "results.md", md),
              write_text(out / "tuning.csv", tuning_csv(tuning))]
     if latex:
         files.append(write_text(out / "results.tex", results_latex(table, comps, holm=holm)))
     if comps:
         files.append(write_text(out / "comparisons.csv", comparisons_csv(comps)))
+    if versus:
+        files.append(write_text(out / "versus_default.csv", versus_csv(cells)))
     studies = [(plot, x)] if plot and plot != "none" else ([] if plot == "none" else detect_studies(records))
     if any(k == "interval" for k, _ in studies):
         csv_text, md_text = _interval_tables(interval_rows(records, metrics), metrics)
@@ -127,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", default="png", metavar="FMT[,FMT]",
                     help="figure formats, comma-separated: png, pdf, svg (default png; all at 300 dpi)")
     ap.add_argument("--latex", action="store_true", help="also write results.tex (booktabs tabular)")
+    ap.add_argument("--versus-default", action="store_true",
+                    help="also compare each model's variant rows (e.g. tuned=<set>) with its default row: change and "
+                    "paired p per model (versus_default.csv, and a section of results.md)")
     ap.add_argument("--holm", action="store_true",
                     help="add Holm-adjusted p-values over the report's family of tests (all datasets, metrics, rows)")
     args = ap.parse_args(argv)
@@ -144,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = report(args.paths, out, args.metrics, args.ours, args.baseline, args.test, args.plot, args.x,
                      args.merge, tuple(f.strip() for f in args.format.split(",") if f.strip()),
-                     latex=args.latex, holm=args.holm)
+                     latex=args.latex, holm=args.holm, versus=args.versus_default)
     except ReportError as e:
         print(f"slifmr.report: error: {e}", file=sys.stderr)
         return 2
