@@ -142,3 +142,20 @@ def test_every_model_config_has_a_display_name_in_reports():
     models = {p.stem.removesuffix("_paper") for p in conf.glob("*.yaml")}
     assert len(models) >= 16
     assert models <= MODEL_NAMES.keys(), sorted(models - MODEL_NAMES.keys())
+
+
+def test_record_names_the_checkout_the_run_started_from(monkeypatch):
+    """A commit during a long run must not relabel it: the record keeps the start's revision and
+    says the end's as ``at_end`` when they differ."""
+    from slifmr.callbacks import run_record
+    from slifmr.callbacks.run_record import RunRecordCallback
+
+    states = iter([{"revision": "a" * 40, "dirty": True}, {"revision": "b" * 40, "dirty": False}])
+    monkeypatch.setattr(run_record, "git_revision", lambda: next(states))
+    cb = RunRecordCallback(monitor="val/recall@20")
+    cb.bind(cfg=None, started=0.0)
+    assert cb._git_provenance() == {"revision": "a" * 40, "dirty": True, "at_end": {"revision": "b" * 40, "dirty": False}}
+    same = {"revision": "c" * 40, "dirty": False}
+    monkeypatch.setattr(run_record, "git_revision", lambda: dict(same))
+    cb.bind(cfg=None, started=0.0)
+    assert cb._git_provenance() == same

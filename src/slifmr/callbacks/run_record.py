@@ -174,7 +174,16 @@ class RunRecordCallback(pl.Callback):
     def bind(self, cfg, started: float, data_seconds: float | None = None) -> None:
         """Tell the callback what run it records: the composed config, the ``time.perf_counter()``
         at the run's start and the data-preparation time (both taken before the Trainer exists)."""
-        self._run = {"cfg": cfg, "started": started, "data_seconds": data_seconds}
+        # the checkout the run's code was imported from is the one at its start: a commit or a
+        # checkout switch during a long run must not relabel it (records say the end state too then)
+        self._run = {"cfg": cfg, "started": started, "data_seconds": data_seconds, "git": git_revision()}
+
+    def _git_provenance(self) -> dict[str, Any] | None:
+        """The checkout at the run's start; ``at_end`` too when it differs when the record is written."""
+        start, end = (self._run or {}).get("git"), git_revision()
+        if start is None:
+            return end
+        return start if end == start else {**start, "at_end": end}
 
     def write(self, trainer: pl.Trainer) -> Path | None:
         """Build and write the record into ``paths.output_dir`` (rank 0 only under DDP); its path."""
@@ -228,7 +237,7 @@ class RunRecordCallback(pl.Callback):
             "time_s": self.seconds_by_phase(),
             "memory": memory(),
             "package": {"name": "slifmr", "version": package_version()},
-            "git": git_revision(),
+            "git": self._git_provenance(),
             "env": {
                 "python": platform.python_version(), "torch": torch.__version__,
                 "pytorch_lightning": pl.__version__, "accelerator": type(trainer.accelerator).__name__,
