@@ -21,7 +21,7 @@ FIELDS = {
     "overrides", "config", "monitor", "best_epoch", "epochs", "val", "test", "val_history", "time_s",
     "memory", "package", "git", "env", "per_user_test",
 }
-PHASES = {"data_preparation", "dataloading", "train_step", "self_loop_refresh", "validation", "fit", "test",
+PHASES = {"data_preparation", "epoch_start", "dataloading", "train_step", "self_loop_refresh", "validation", "fit", "test",
           "fit_overhead", "total"}
 
 
@@ -46,6 +46,7 @@ def test_run_writes_a_complete_record(tmp_path, shared_data):
     t = rec["time_s"]
     assert set(t) == PHASES and all(v is not None and v >= 0 for v in t.values())
     assert t["train_step"] > 0 and t["validation"] > 0 and t["test"] > 0 and t["self_loop_refresh"] > 0
+    assert t["epoch_start"] > 0  # SLIF-MR prunes its graphs at each epoch's start
     assert t["fit"] <= t["total"] and t["data_preparation"] + t["fit"] + t["test"] <= t["total"] + 1e-3
     assert rec["memory"]["peak_rss_mb"] > 50 and rec["memory"]["cuda_peak_mb"] is None
     assert rec["package"] == {"name": "slifmr", "version": version("slifmr")}
@@ -159,3 +160,20 @@ def test_record_names_the_checkout_the_run_started_from(monkeypatch):
     monkeypatch.setattr(run_record, "git_revision", lambda: dict(same))
     cb.bind(cfg=None, started=0.0)
     assert cb._git_provenance() == same
+
+
+def test_a_models_epoch_start_work_is_its_own_phase(tmp_path, shared_data, monkeypatch):
+    """Work in a model's ``on_train_epoch_start`` (DiffMM and DiffKG regenerate their graphs there)
+    is ``epoch_start`` time, not ``dataloading`` (where it landed before)."""
+    import time as _time
+
+    from slifmr.models.mf import MF
+
+    monkeypatch.setattr(MF, "on_train_epoch_start", lambda self: _time.sleep(0.3), raising=False)
+    overrides = ["dataset=ml-100k-kg-tiny", f"paths.data_dir={shared_data}", "model=mf", "trainer.max_epochs=2",
+                 "callbacks.progress_bar=null", "callbacks.early_stopping.warmup_epochs=0"]
+    train(make_cfg(tmp_path, overrides))
+    [rec] = load_records([tmp_path / "run"])
+    t = rec["time_s"]
+    assert t["epoch_start"] >= 0.6 and t["dataloading"] < 0.3, t
+    assert t["fit"] + 1e-3 >= t["epoch_start"] + t["dataloading"] + t["train_step"] + t["validation"]

@@ -7,8 +7,11 @@ happens before the Trainer exists). A run that is not tested writes it with
 
 Phases (seconds, summed over the run):
 
-- ``dataloading``: from an epoch's start or the previous batch's end to the next batch's start
-  (BPR sampling is lazy, per batch, so this is sampling + collation + transfer);
+- ``epoch_start``: from an epoch's start to its first batch's start: the model's per-epoch work
+  (DiffMM's and DiffKG's regenerated graphs, KGCL's augmented views, FREEDOM's and SLIF-MR's
+  pruned graphs), the loader's new iterator and the first batch;
+- ``dataloading``: from the previous batch's end to the next batch's start (BPR sampling is lazy,
+  per batch, so this is sampling + collation + transfer);
 - ``train_step``: ``on_train_batch_start`` -> ``on_train_batch_end`` (forward, backward, step);
 - ``self_loop_refresh``: the self-loop callback's own measurement of its refreshes;
 - ``validation`` and ``test``: the evaluation loops (full ranking + metrics);
@@ -55,6 +58,7 @@ class RunRecordCallback(pl.Callback):
         self.self_loop_history: list[dict[str, Any]] = []  # {"epoch": e, "g_share": ..., ...} per refresh
         self.epochs_run = 0
         self._mark: float | None = None  # end of the last timed train event
+        self._epoch_opening = False  # between an epoch's start and its first batch
         self._starts: dict[str, float] = {}
         self._refreshes_seen = 0
         self._run: dict[str, Any] | None = None  # bind(): the composed config and the run's clock
@@ -117,12 +121,14 @@ class RunRecordCallback(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._collect_refreshes(trainer)  # the previous epoch's refresh is logged by now
         self._mark = self._now()
+        self._epoch_opening = True  # the gap to the first batch holds the model's epoch hook
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         now = self._now()
         if self._mark is not None:
-            self.seconds["dataloading"] += now - self._mark
+            self.seconds["epoch_start" if self._epoch_opening else "dataloading"] += now - self._mark
+        self._epoch_opening = False
         self._starts["train_step"] = now
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
@@ -198,9 +204,10 @@ class RunRecordCallback(pl.Callback):
     def seconds_by_phase(self) -> dict[str, float | None]:
         """Seconds per phase (see the module docstring), rounded; ``total`` up to now."""
         seconds: dict[str, float | None] = {"data_preparation": self._run["data_seconds"]}
-        for p in ("dataloading", "train_step", "self_loop_refresh", "validation", "fit", "test"):
+        for p in ("epoch_start", "dataloading", "train_step", "self_loop_refresh", "validation", "fit", "test"):
             seconds[p] = self.seconds.get(p, 0.0)
-        inner = sum(seconds[p] for p in ("dataloading", "train_step", "self_loop_refresh", "validation"))
+        inner = sum(seconds[p] for p in ("epoch_start", "dataloading", "train_step", "self_loop_refresh",
+                                         "validation"))
         seconds["fit_overhead"] = max(seconds["fit"] - inner, 0.0)  # checkpointing, logging, hooks
         seconds["total"] = time.perf_counter() - self._run["started"]
         return {k: None if v is None else round(v, 4) for k, v in seconds.items()}
