@@ -26,3 +26,33 @@ def test_a_killed_trial_is_failed_and_requeued(tmp_path):
     again = resumed.ask()  # the queued trial: the killed one's point runs next
     assert again.number == 2 and again.suggest_categorical("model.lr", [1e-3, 1e-2]) == lr
     assert len(_finished(resumed)) == 1  # the failed (and the running) one do not count against the budget
+
+
+def test_the_defaults_score_survives_a_killed_trial_0(tmp_path):
+    """Trial 0 runs the model's defaults; killed, it is failed and its point re-queued. The summary's
+    defaults' score is then the re-queued run's (it was None: SLIF-MR's ml-100k-kg search)."""
+    from omegaconf import OmegaConf
+
+    from slifmr.tune.search import summarize
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    study.set_user_attr("default_point", {"model.lr": 1e-3})
+    killed = study.ask()
+    killed.suggest_categorical("model.lr", [1e-3, 1e-2])  # trial 0: the defaults, then the search dies
+    resumed = optuna.load_study(study_name="s", storage=storage)
+    _requeue_stale(resumed, storage)
+    again = resumed.ask()
+    again.suggest_categorical("model.lr", [1e-3, 1e-2])
+    again.set_user_attr("epochs", 5)
+    resumed.tell(again, 0.31)
+    other = resumed.ask()
+    other.suggest_categorical("model.lr", [1e-3, 1e-2])  # (TPE may redraw 1e-3: the defaults stay trial 1)
+    other.set_user_attr("epochs", 5)
+    resumed.tell(other, 0.33)
+    cfg = OmegaConf.create({"tune": {"direction": "maximize", "trials": 2, "seed": 0,
+                                     "sampler": {"n_startup_trials": 1}, "pruner": {"n_startup_trials": 1}}})
+    summary = summarize(resumed, cfg, "cmd", 1.0, [])
+    assert summary["failed"] == 1 and summary["trials"] == 2
+    assert summary["default"] == {"trial": 1, "params": {"model.lr": 1e-3}, "state": "COMPLETE", "value": 0.31,
+                                  "is_model_default": True}

@@ -248,9 +248,11 @@ def summarize(study, cfg: DictConfig, command: str, session_seconds: float, fixe
     attrs = study.user_attrs
     default = None
     if "default_point" in attrs and rows:
-        first = rows[0]
-        default = {"trial": 0, "params": first["params"], "state": first["state"], "value": first["value"],
-                   "is_model_default": first["params"] == attrs["default_point"]}
+        # trial 0 is the defaults; if it was killed, its point was re-queued: the first finished run of it
+        runs = [r for r in rows if r["params"] == attrs["default_point"] and r["state"] in ("COMPLETE", "PRUNED")]
+        first = runs[0] if runs else rows[0]
+        default = {"trial": first["number"], "params": first["params"], "state": first["state"],
+                   "value": first["value"], "is_model_default": first["params"] == attrs["default_point"]}
     return {
         "model": attrs.get("model"), "dataset": attrs.get("dataset"), "metric": attrs.get("metric"),
         "direction": str(cfg.tune.direction), "budget": int(cfg.tune.trials),
