@@ -15,7 +15,7 @@ from hydra_compose import make_cfg
 from slifmr.data.dataset import RecDataset
 from slifmr.data.graph_store import GraphStore
 from slifmr.errors import DataError
-from slifmr.graphs.kg_ops import edge_trilinear, relational_aggregate, weighted_relational_aggregate
+from slifmr.graphs.kg_ops import edge_bilinear, edge_trilinear, relational_aggregate, weighted_relational_aggregate
 from slifmr.models.kgrec import KGRec, kgrec_contrast, mask_top_rationale, masked_reconstruction_loss, rationale_scores
 from slifmr.models.kacl import KACL, GATLayer, _Graph, concrete_gates, view_contrast
 from slifmr.models.krdn import KRDN, adam_update, agreement_mask, antithetic_gates, ccl_loss, disarm_gradient
@@ -57,6 +57,24 @@ def test_edge_trilinear_and_weighted_aggregate_match_dense_autograd():
     want = torch.autograd.grad((ref * g1).sum() + (ref_out * g2).sum(), (a, b, c, w))
     for x, y in zip(got, want):
         assert torch.allclose(x, y)
+
+
+def test_edge_bilinear_matches_dense_autograd_across_chunks():
+    torch.manual_seed(1)
+    a, b = torch.randn(4, 3, dtype=torch.float64, requires_grad=True), torch.randn(6, 3, dtype=torch.float64,
+                                                                                 requires_grad=True)
+    ia, ib = torch.tensor([0, 0, 1, 3, 3, 2, 0]), torch.tensor([5, 1, 1, 0, 4, 4, 5])  # repeats on both sides
+    s = edge_bilinear(a, b, ia, ib, chunk=3)  # 3 chunks, the last one short
+    ref = (a @ b.T)[ia, ib]
+    assert torch.allclose(s, ref)
+    g = torch.randn_like(s)
+    got = torch.autograd.grad((s * g).sum(), (a, b))
+    want = torch.autograd.grad((ref * g).sum(), (a, b))
+    for x, y in zip(got, want):
+        assert torch.allclose(x, y)
+    assert got[1][2].abs().sum() == 0 and got[1][3].abs().sum() == 0  # items 2, 3 take part in no edge
+    with pytest.raises(ValueError, match="lengths differ"):
+        edge_bilinear(a, b, ia, ib[:-1])
 
 
 def test_chunked_edge_ops_reuse_their_buffers_without_stale_rows():

@@ -38,6 +38,7 @@ def test_the_defaults_score_survives_a_killed_trial_0(tmp_path):
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     study.set_user_attr("default_point", {"model.lr": 1e-3})
+    study.enqueue_trial({"model.lr": 1e-3})  # as the search queues the defaults first
     killed = study.ask()
     killed.suggest_categorical("model.lr", [1e-3, 1e-2])  # trial 0: the defaults, then the search dies
     resumed = optuna.load_study(study_name="s", storage=storage)
@@ -46,8 +47,9 @@ def test_the_defaults_score_survives_a_killed_trial_0(tmp_path):
     again.suggest_categorical("model.lr", [1e-3, 1e-2])
     again.set_user_attr("epochs", 5)
     resumed.tell(again, 0.31)
+    resumed.enqueue_trial({"model.lr": 1e-2})
     other = resumed.ask()
-    other.suggest_categorical("model.lr", [1e-3, 1e-2])  # (TPE may redraw 1e-3: the defaults stay trial 1)
+    other.suggest_categorical("model.lr", [1e-3, 1e-2])
     other.set_user_attr("epochs", 5)
     resumed.tell(other, 0.33)
     cfg = OmegaConf.create({"tune": {"direction": "maximize", "trials": 2, "seed": 0,

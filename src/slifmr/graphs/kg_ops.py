@@ -272,6 +272,54 @@ def edge_trilinear(a: Tensor, b: Tensor, c: Tensor, ia: Tensor, ib: Tensor, ic: 
     return _EdgeTrilinear.apply(a, b, c, ia, ib, ic, n_heads, chunk)
 
 
+class _EdgeBilinear(torch.autograd.Function):
+    """``s[e] = sum_j a[ia_e, j] * b[ib_e, j]``, chunked over edges (one head)."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, ia: Tensor, ib: Tensor, chunk: int) -> Tensor:
+        a, b = a.detach(), b.detach()
+        n = ia.numel()
+        out = a.new_empty(n)
+        bufs = _ChunkBuffers(a, n, chunk, 2)
+        for s in range(0, n, chunk):
+            e = slice(s, s + chunk)
+            xa, xb = bufs.take(ia[e].numel())
+            prod = torch.index_select(a, 0, ia[e], out=xa).mul_(torch.index_select(b, 0, ib[e], out=xb))
+            torch.sum(prod, 1, out=out[e])
+        ctx.save_for_backward(a, b, ia, ib)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        a, b, ia, ib = ctx.saved_tensors
+        chunk = ctx.chunk
+        grads = [torch.zeros_like(t) if need else None for t, need in zip((a, b), ctx.needs_input_grad[:2])]
+        bufs = _ChunkBuffers(a, ia.numel(), chunk, 1)
+        for s in range(0, ia.numel(), chunk):
+            e = slice(s, s + chunk)
+            (x,) = bufs.take(ia[e].numel())
+            g = grad[e].unsqueeze(1)  # (c, 1)
+            for k, (src, idx_src, idx_dst) in enumerate(((b, ib, ia), (a, ia, ib))):
+                if grads[k] is not None:  # d s / d a[ia] = b[ib] and the reverse, times the edge's gradient
+                    grads[k].index_add_(0, idx_dst[e], torch.index_select(src, 0, idx_src[e], out=x).mul_(g))
+        return (*grads, None, None, None)
+
+
+def edge_bilinear(a: Tensor, b: Tensor, ia: Tensor, ib: Tensor, chunk: int = 1 << 16) -> Tensor:
+    """(E,) per-edge dot products ``sum_j a[ia_e, j] b[ib_e, j]`` (a sampled dense-dense product:
+    the entries ``(a @ b.T)[ia, ib]`` without the dense matrix), e.g. KRDN's user-item affinities.
+
+    Differentiable in ``a`` and ``b``; chunked over edges in both passes like :func:`edge_trilinear`,
+    with one gather fewer per chunk than ``edge_trilinear(a, b, ones, ...)`` and no gather of a
+    product table (profiled on KRDN, ml-100k-kg: those were ~20 % of its step)."""
+    ia, ib = ia.reshape(-1).long(), ib.reshape(-1).long()
+    if ia.numel() != ib.numel():
+        raise ValueError(f"index lengths differ: {(ia.numel(), ib.numel())}")
+    return _EdgeBilinear.apply(a, b, ia, ib, chunk)
+
+
 class _WeightedRelationalAggregate(torch.autograd.Function):
     """``out[h, j] = sum_e w[e, head(j)] * rel[r_e, j] * x[t_e, j]``; gradients to x, rel and w."""
 

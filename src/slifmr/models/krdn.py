@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from slifmr.errors import DataError
 from slifmr.graphs.kg import SparsePattern, kg_propagate, segment_softmax
-from slifmr.graphs.kg_ops import edge_relations, edge_trilinear, interaction_entries, weighted_relational_aggregate
+from slifmr.graphs.kg_ops import edge_bilinear, edge_relations, interaction_entries, weighted_relational_aggregate
 from slifmr.models.base import TOPK, RecModel, rows
 
 
@@ -252,12 +252,11 @@ class KRDN(RecModel):
         """(users kg (U, d), users cf (U, d), agreement (E_ui,) bool) of one hop's denoised aggregation."""
         st = self._graphs
         rows, cols, pat = st["ui"]["rows"], st["ui"]["cols"], st["ui_pattern"]
-        ones = torch.ones(1, usr.shape[1], dtype=usr.dtype, device=usr.device)
-        zeros = torch.zeros_like(rows)
         u, ucf = usr, usr_cf
+        item_side = rel_item * item_kg  # (I, d): the item factors of u . (r ⊙ i), gathered once per edge
         for it in range(self.max_iter):
-            s_kg = torch.sigmoid(edge_trilinear(u, rel_item, item_kg, rows, cols, cols).squeeze(1))
-            s_cf = torch.sigmoid(edge_trilinear(ucf, item_cf, ones, rows, cols, zeros).squeeze(1))
+            s_kg = torch.sigmoid(edge_bilinear(u, item_side, rows, cols))
+            s_cf = torch.sigmoid(edge_bilinear(ucf, item_cf, rows, cols))
             dead = torch.full_like(s_kg, float("-inf"))
             p = segment_softmax(torch.where(alive, s_kg, dead), rows, self.n_users)
             pcf = segment_softmax(torch.where(alive, s_cf, dead), rows, self.n_users)
