@@ -124,7 +124,8 @@ class KRDN(RecModel):
     3.45 s/step against LightGCN's 0.11-0.14 s. Per step the chunked edge ops run 3x forward and
     1x backward, as the reason above says: ``weighted_relational_aggregate`` 6 forwards (3 passes x
     2 hops) and 2 backwards, ``edge_trilinear`` 12 forwards (3 passes x 2 hops x the knowledge and
-    collaborative scores) and 4 backwards; together 2.47 s of the 4.0 s profiled step (62 %),
+    collaborative scores; ``edge_bilinear`` since, 0.83x the step: benchmarks/README.md) and 4 backwards;
+    together 2.47 s of the 4.0 s profiled step (62 %),
     message dropout's Bernoulli draws 0.36 s (9 %), the interaction propagation 0.40 s.
     Re-measured the same day, one thread, load 4-5 (``OMP_NUM_THREADS=1 python
     benchmarks/models_speed.py --models lightgcn,krdn --threads 1 --steps 3``, Amazon-Book scale,
