@@ -50,6 +50,25 @@ def test_a_cell_mixing_tuned_and_default_runs_says_so(tmp_path):
     assert "| MF-BPR | toy | mixed: cpu12, default |" in md
 
 
+def test_a_search_summarised_again_between_seeds_is_still_one_point(tmp_path):
+    """Seeds of one point whose records differ only in the defaults' score (the search's summary was
+    re-written between them, after its killed trial 0 was re-run) are one tuned row, not "mixed"."""
+    rng = np.random.default_rng(2)
+    point = {"name": "dir", "status": "tuned", "trials": 12, "monitor": "val/recall@20", "valid": 0.3339}
+    for seed, default_valid in ((1, None), (2, 0.3258), (3, 0.3258)):
+        v = rng.uniform(0, 1, 10)
+        path = make_record(tmp_path / "runs", "slifmr", seed, {"recall@20": v, "ndcg@20": v / 2})
+        _tune(path, {**point, "default_valid": default_valid})
+    v = rng.uniform(0, 1, 10)  # another point of the same set (another valid): mixed
+    path = make_record(tmp_path / "runs", "mf", 1, {"recall@20": v, "ndcg@20": v / 2})
+    _tune(path, {**point, "valid": 0.30})
+    path = make_record(tmp_path / "runs", "mf", 2, {"recall@20": v, "ndcg@20": v / 2})
+    _tune(path, {**point, "valid": 0.31})
+    md = report([tmp_path / "runs"], tmp_path / "out", plot="none")["markdown"]
+    assert "| SLIF-MR | toy | tuned (dir) | 12 | 0.3339 | 0.3258 |" in md
+    assert "| MF-BPR | toy | mixed: dir |" in md
+
+
 def test_untuned_reports_say_defaults(tmp_path):
     v = np.linspace(0, 1, 10)
     make_record(tmp_path / "runs", "mf", 1, {"recall@20": v, "ndcg@20": v})
