@@ -41,7 +41,6 @@ import traceback
 from pathlib import Path
 
 DEFAULT_MODELS = ("lightgcn", "slifmr", "kgat", "kgin", "kgcl", "freedom")
-PHASES = ("train_step", "epoch_start", "dataloading", "validation", "self_loop_refresh")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -243,7 +242,9 @@ def time_model(name: str, ds, device, args, max_seconds: float) -> dict:
     e = clock.epochs[1]  # the timed epoch
     n_run = max(1, e["batches"])
     full = -(-len(ds.train) // BATCH)
-    inner = sum(e[p] for p in PHASES)
+    from slifmr.callbacks.run_record import FIT_PHASES  # the recorder's phases inside fit
+
+    inner = sum(e[p] for p in FIT_PHASES)
     loop_overhead = max(0.0, e["wall"] - inner)
     per_batch = {"step_s": e["train_step"] / n_run, "wait_s": e["dataloading"] / n_run,
                  "overhead_s": loop_overhead / n_run}
@@ -282,13 +283,15 @@ class EpochClock(_callback_base()):
     refresh at an epoch's end is collected at the next start, or at the fit's end)."""
 
     def __init__(self, recorder, device) -> None:
-        self.recorder, self.device = recorder, device
+        from slifmr.callbacks.run_record import FIT_PHASES
+
+        self.recorder, self.device, self.phases = recorder, device, FIT_PHASES
         self.epochs: list[dict] = []
         self._open: dict | None = None
 
     def _snapshot(self) -> dict:
         sync(self.device)
-        return {"t": time.perf_counter(), **{p: float(self.recorder.seconds.get(p, 0.0)) for p in PHASES}}
+        return {"t": time.perf_counter(), **{p: float(self.recorder.seconds.get(p, 0.0)) for p in self.phases}}
 
     def _close(self) -> None:
         if self._open is None:
@@ -296,7 +299,7 @@ class EpochClock(_callback_base()):
         now = self._snapshot()
         start = self._open
         self.epochs.append({"wall": now["t"] - start["t"], "batches": start["batches"],
-                            **{p: now[p] - start[p] for p in PHASES}})
+                            **{p: now[p] - start[p] for p in self.phases}})
         self._open = None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:  # after the recorder's (callback order)

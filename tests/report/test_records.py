@@ -55,6 +55,7 @@ def test_run_writes_a_complete_record(tmp_path, shared_data):
 
     # per-user test values: one row per evaluated user, averaging to the logged test metrics
     pu = load_per_user(rec)
+    assert load_per_user(rec) is pu  # read once per record, however many comparisons ask
     assert rec["per_user_test"]["file"] == PER_USER_FILE and (run / PER_USER_FILE).exists()
     assert len(pu["user"]) == rec["per_user_test"]["n_users"] > 100
     assert np.all(np.diff(pu["user"]) > 0)

@@ -287,16 +287,15 @@ def test_versus_default_compares_each_variant_with_its_own_default(tmp_path, cap
     assert (tmp_path / "cli" / "versus_default.csv").read_text() == (tmp_path / "out" / "versus_default.csv").read_text()
 
 
-def test_identical_rows_pooled_over_different_seed_counts_are_not_different(monkeypatch):
+def test_identical_rows_pooled_over_different_seed_counts_are_not_different():
     """Pop's per-user values are the same in every seed; pooled over 3 seeds and over 5 they differ
     only by float rounding, which a signed-rank test used to count (p = 3e-5 for identical rows)."""
     from slifmr.report.significance import paired_test, pooled_per_user, wilcoxon
 
     rng = np.random.default_rng(0)
     v = rng.random(2000) / 7  # values whose sums round
-    three = [{"_per_user": {"user": np.arange(2000), "recall@20": v}}] * 3
+    three = [{"_per_user": {"user": np.arange(2000), "recall@20": v}}] * 3  # records with their values loaded
     five = [{"_per_user": {"user": np.arange(2000), "recall@20": v}}] * 5
-    monkeypatch.setattr("slifmr.report.significance.load_per_user", lambda r: r["_per_user"])
     a, b = pooled_per_user(three, "recall@20"), pooled_per_user(five, "recall@20")
     x, y = np.array([a[u] for u in range(2000)]), np.array([b[u] for u in range(2000)])
     assert np.any(x != y) and np.allclose(x, y, rtol=1e-14)  # the rounding this test is about

@@ -42,6 +42,10 @@ from slifmr.records import SCHEMA, write_record
 REFRESH_KEY = "self_loop/refresh_seconds"  # logged by callbacks/self_loop.py per refresh
 
 
+# the phases timed inside ``trainer.fit`` (fit minus their sum is ``fit_overhead``)
+FIT_PHASES = ("epoch_start", "dataloading", "train_step", "self_loop_refresh", "validation")
+
+
 class RunRecordCallback(pl.Callback):
     """Accumulates per-phase wall time, epochs run and the per-epoch validation metrics."""
 
@@ -204,10 +208,9 @@ class RunRecordCallback(pl.Callback):
     def seconds_by_phase(self) -> dict[str, float | None]:
         """Seconds per phase (see the module docstring), rounded; ``total`` up to now."""
         seconds: dict[str, float | None] = {"data_preparation": self._run["data_seconds"]}
-        for p in ("epoch_start", "dataloading", "train_step", "self_loop_refresh", "validation", "fit", "test"):
+        for p in (*FIT_PHASES, "fit", "test"):
             seconds[p] = self.seconds.get(p, 0.0)
-        inner = sum(seconds[p] for p in ("epoch_start", "dataloading", "train_step", "self_loop_refresh",
-                                         "validation"))
+        inner = sum(seconds[p] for p in FIT_PHASES)
         seconds["fit_overhead"] = max(seconds["fit"] - inner, 0.0)  # checkpointing, logging, hooks
         seconds["total"] = time.perf_counter() - self._run["started"]
         return {k: None if v is None else round(v, 4) for k, v in seconds.items()}

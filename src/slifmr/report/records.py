@@ -67,7 +67,10 @@ def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 
 
 def load_per_user(record: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The per-user test values of a loaded record, or None if it has none."""
+    """The per-user test values of a loaded record, or None if it has none; read once per record
+    (a report tests each row against several others, per metric), kept on the record as ``_per_user``."""
+    if "_per_user" in record:
+        return record["_per_user"]
     info = record.get("per_user_test")
     if not info:
         return None
@@ -75,7 +78,8 @@ def load_per_user(record: dict[str, Any]) -> dict[str, np.ndarray] | None:
     if not path.exists():
         raise ReportError(f"record {record['_path']} names per-user values {path}, which are missing")
     with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+        record["_per_user"] = {k: z[k] for k in z.files}
+    return record["_per_user"]
 
 
 SUMMARY_SCHEMA = "slifmr.record.summary/1"  # a row of a committed results.csv / interval.csv, not a run

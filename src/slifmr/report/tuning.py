@@ -49,14 +49,15 @@ def tuning_rows(table: Table) -> list[Tuning]:
             st = table.get(row, ds, metric)
             if st is None:
                 continue
-            kinds = {_of(r)[:5] for r in st.records}  # the point's identity
+            points = [_of(r) for r in st.records]
+            kinds = {p[:5] for p in points}  # the point's identity
             if len(kinds) > 1:
                 names = sorted({k[1] or k[0] for k in kinds})
                 out.append(Tuning(row.label, ds, "mixed", ", ".join(names)))
                 continue
             # the defaults' score is about the search, not the point: a search summarised again (e.g.
             # after a killed trial 0 was re-run) may have filled it in between two seeds of one row
-            defaults = {_of(r)[5] for r in st.records} - {None}
+            defaults = {p[5] for p in points} - {None}
             status, name, trials, monitor, valid = kinds.pop()
             default_valid = defaults.pop() if len(defaults) == 1 else None
             out.append(Tuning(row.label, ds, status, name, trials, monitor, valid, default_valid))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from slifmr.report.aggregate import MODEL_NAMES, Table, metric_label
 from slifmr.report.significance import compare_rows
-from slifmr.report.tables import fmt_cell
+from slifmr.report.tables import fmt_cell, fmt_p
 
 
 @dataclass
@@ -60,10 +60,6 @@ def versus_default(table: Table, method: str = "auto") -> list[VersusCell]:
     return out
 
 
-def _p(p: float) -> str:
-    return "" if p != p else (f"{p:.2e}" if p < 1e-3 else f"{p:.3f}")
-
-
 def versus_markdown(cells: list[VersusCell]) -> str:
     """One line per (model, variant, dataset), the metrics side by side; empty when nothing pairs."""
     if not cells:
@@ -82,7 +78,7 @@ def versus_markdown(cells: list[VersusCell]) -> str:
             c = by_metric.get(m)
             parts += (["", "", "", ""] if c is None else
                       [fmt_cell(c.default_mean, c.default_std), fmt_cell(c.variant_mean, c.variant_std),
-                       f"{c.change_pct:+.2f}%", _p(c.p_value)])
+                       f"{c.change_pct:+.2f}%", fmt_p(c.p_value)])
         lines.append("| " + " | ".join(parts) + " |")
     test = next((c.test for c in cells if c.test), "")
     lines.append("")
