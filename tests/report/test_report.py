@@ -252,13 +252,16 @@ def test_versus_default_compares_each_variant_with_its_own_default(tmp_path, cap
     """Per model: a variant row (here a tuned lr) against the model's default row (change, paired p on pooled per-user
     values); a model without a variant row (lightgcn) or without a default row (bm3) is not paired."""
     rng = np.random.default_rng(3)
-    pu = {}
+    pu, valid = {}, {}
     for model, variant, level, seeds in (("mf", None, 0.20, (1, 2)), ("mf", "model.lr=0.01", 0.24, (1, 2, 3)),
                                          ("lightgcn", None, 0.30, (1, 2)), ("bm3", "model.lr=0.01", 0.28, (1, 2)),
                                          ("slifmr", None, 0.31, (1, 2)), ("slifmr", "model.lr=0.01", 0.30, (1, 2))):
         for seed in seeds:
             pu[(model, variant, seed)] = _values(rng, level)
-            make_record(tmp_path / "runs", model, seed, pu[(model, variant, seed)], extra=[variant] if variant else [])
+            valid[(model, variant, seed)] = float(rng.random())
+            make_record(tmp_path / "runs", model, seed, pu[(model, variant, seed)], extra=[variant] if variant else [],
+                        val={"recall@20": valid[(model, variant, seed)], "ndcg@20": 0.5},
+                        monitor="val/ndcg@20" if (model, variant) == ("slifmr", None) else "val/recall@20")
     res = report([tmp_path / "runs"], tmp_path / "out", metrics=["recall@20", "ndcg@20"], plot="none", versus=True)
     rows = list(csv.DictReader(open(tmp_path / "out" / "versus_default.csv")))
     assert sorted({(r["model"], r["variant"]) for r in rows}) == [("mf", "model.lr=0.01"), ("slifmr", "model.lr=0.01")]
@@ -276,9 +279,19 @@ def test_versus_default_compares_each_variant_with_its_own_default(tmp_path, cap
         pooled_t = np.mean([pu[(model, "model.lr=0.01", s)][m] for s in tuned_seeds], axis=0)
         pooled_d = np.mean([pu[(model, None, s)][m] for s in (1, 2)], axis=0)
         assert float(r["p_value"]) == pytest.approx(scipy_stats.wilcoxon(pooled_t, pooled_d).pvalue, rel=1e-10)
+        if model == "mf":  # the selection score, mean over each row's own seeds
+            assert r["monitor"] == "val/recall@20"
+            assert float(r["default_valid"]) == pytest.approx(statistics.mean(valid[(model, None, s)] for s in (1, 2)))
+            assert float(r["variant_valid"]) == pytest.approx(
+                statistics.mean(valid[(model, "model.lr=0.01", s)] for s in tuned_seeds))
+        else:  # slifmr's default runs selected on another metric: no comparable validation score
+            assert r["monitor"] == "" and math.isnan(float(r["default_valid"])) and math.isnan(float(r["variant_valid"]))
     mf_change = next(float(r["change_pct"]) for r in rows if r["model"] == "mf" and r["metric"] == "recall@20")
     md = res["markdown"]
-    assert "| MF-BPR | toy | model.lr=0.01 | 2 / 3 |" in md and f"{mf_change:+.2f}%" in md
+    mf = next(r for r in rows if r["model"] == "mf")
+    assert (f"| MF-BPR | toy | model.lr=0.01 | 2 / 3 | {float(mf['default_valid']):.4f} | "
+            f"{float(mf['variant_valid']):.4f} |") in md and f"{mf_change:+.2f}%" in md
+    assert "| SLIF-MR | toy | model.lr=0.01 | 2 / 2 |  |  |" in md and "valid Recall@20 default" in md
     assert (tmp_path / "out" / "results.md").read_text() == md
     # off by default; the CLI flag turns it on
     plain = report([tmp_path / "runs"], tmp_path / "plain", plot="none")

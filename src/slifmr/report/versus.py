@@ -5,7 +5,13 @@ did the tuned point (a row with a variant, e.g. ``tuned=cpu12``) beat the model'
 row without a variant) on test, and is the difference more than seed noise? Each (model, dataset,
 metric) with both rows gets the two means, ``change = (variant - default) / default x 100`` and the
 paired test over per-user test values (:func:`slifmr.report.significance.compare_rows`: per-user
-mean over each row's seeds, users paired by id)."""
+mean over each row's seeds, users paired by id).
+
+Beside the test columns each pair gets the rows' *validation* score, the metric the runs were
+selected on (the record's ``monitor``, at its best epoch), averaged over the same seeds. A search
+picks its point on one seed per trial, so its gain over the defaults is partly seed noise; the
+seed-averaged validation says, without looking at test, whether the selected point is better on
+the selection data at all."""
 
 from __future__ import annotations
 
@@ -37,6 +43,22 @@ class VersusCell:
     test: str = ""
     p_value: float = math.nan
     n_users: int = 0
+    monitor: str = ""
+    default_valid: float = math.nan
+    variant_valid: float = math.nan
+
+
+def mean_valid(records: list[dict]) -> tuple[str, float]:
+    """(monitor, mean over records of their best-epoch validation score); ('', nan) when the records
+    name no monitor, or different ones (their scores would not be one quantity)."""
+    monitors = {r.get("monitor") for r in records}
+    if len(monitors) != 1 or not next(iter(monitors)):
+        return "", math.nan
+    monitor = next(iter(monitors))
+    key = monitor.split("/", 1)[1] if monitor.startswith("val/") else monitor
+    vals = [(r.get("val") or {}).get(key) for r in records]
+    vals = [float(v) for v in vals if v is not None]
+    return (monitor, sum(vals) / len(vals)) if len(vals) == len(records) else (monitor, math.nan)
 
 
 def versus_default(table: Table, method: str = "auto") -> list[VersusCell]:
@@ -56,6 +78,11 @@ def versus_default(table: Table, method: str = "auto") -> list[VersusCell]:
                 cell = VersusCell(row.model, dataset, row.variant, metric, b.mean, b.std, b.n, a.mean, a.std, a.n,
                                   change)
                 cell.test, cell.p_value, cell.n_users = compare_rows(a.records, b.records, metric, method)
+                mon_b, cell.default_valid = mean_valid(b.records)
+                mon_a, cell.variant_valid = mean_valid(a.records)
+                cell.monitor = mon_a if mon_a == mon_b else ""
+                if not cell.monitor:
+                    cell.default_valid = cell.variant_valid = math.nan
                 out.append(cell)
     return out
 
@@ -65,15 +92,18 @@ def versus_markdown(cells: list[VersusCell]) -> str:
     if not cells:
         return ""
     metrics = list(dict.fromkeys(c.metric for c in cells))
-    head = "| model | dataset | variant | n (default / variant) | " + " | ".join(
+    monitors = {c.monitor for c in cells if c.monitor}
+    valid_head = f"valid {metric_label(monitors.pop().removeprefix('val/'))}" if len(monitors) == 1 else "valid"
+    head = f"| model | dataset | variant | n (default / variant) | {valid_head} default | {valid_head} variant | " + " | ".join(
         f"{metric_label(m)} default | {metric_label(m)} variant | change | p" for m in metrics) + " |"
-    lines = [head, "|" + "---|" * (4 + 4 * len(metrics))]
+    lines = [head, "|" + "---|" * (6 + 4 * len(metrics))]
     groups: dict[tuple[str, str, str], dict[str, VersusCell]] = {}
     for c in cells:
         groups.setdefault((c.model, c.variant, c.dataset), {})[c.metric] = c
     for (model, variant, dataset), by_metric in groups.items():
         first = next(iter(by_metric.values()))
-        parts = [MODEL_NAMES.get(model, model), dataset, variant, f"{first.default_n} / {first.variant_n}"]
+        parts = [MODEL_NAMES.get(model, model), dataset, variant, f"{first.default_n} / {first.variant_n}",
+                 _fmt_valid(first.default_valid), _fmt_valid(first.variant_valid)]
         for m in metrics:
             c = by_metric.get(m)
             parts += (["", "", "", ""] if c is None else
@@ -85,8 +115,15 @@ def versus_markdown(cells: list[VersusCell]) -> str:
     lines.append("Each variant row against the same model's default row (no variant), test metrics, mean ± std "
                  "over seeds; change = (variant - default) / default x 100; p: "
                  + (f"{test} over per-user test values (per-user mean over each row's seeds, users paired by id)."
-                    if test else "no per-user values in these records."))
+                    if test else "no per-user values in these records.")
+                 + " valid: the validation score each row's runs were selected on (best epoch), mean over the same "
+                   "seeds; a variant chosen by a one-seed search that is not above its default here gained on "
+                   "seed noise, not on the selection data.")
     return "\n".join(lines) + "\n"
+
+
+def _fmt_valid(v: float) -> str:
+    return "" if math.isnan(v) else f"{v:.4f}"
 
 
 def versus_csv(cells: list[VersusCell]) -> str:
