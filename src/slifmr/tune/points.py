@@ -30,7 +30,8 @@ from slifmr.config import hydra_parts
 from slifmr.tune.space import has_space, hydra_value
 
 _MISSING = object()
-POINT_FIELDS = ("valid", "default_valid", "monitor", "trials", "completed", "pruned", "trial", "seed", "command")
+POINT_FIELDS = ("valid", "default_valid", "monitor", "trials", "completed", "pruned", "trial", "seed", "confirm_seeds",
+                "command")
 
 
 class TunedError(ValueError):

@@ -11,8 +11,9 @@ at the same epoch (after ``tune.pruner.n_warmup_steps`` epochs, the early-stoppi
 The study lives in SQLite (``<tune.dir>/study.db``, Optuna's RDB storage): run the same command
 again and it resumes, counting finished (complete + pruned) trials against ``tune.trials``; a
 trial left running by a killed search is marked failed and its point re-queued. One search
-process per study directory. When it ends it writes ``best.yaml`` (the winner as overrides, a
-tuned point: ``slifmr.tune.points``) and ``summary.json``.
+process per study directory. With ``tune.confirm.top_k`` > 0 the best points are then re-trained on
+more seeds and selected on their mean (``slifmr.tune.confirm``). When it ends it writes ``best.yaml``
+(the winner as overrides, a tuned point: ``slifmr.tune.points``) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from slifmr.config import hydra_parts
 from slifmr.records import atomic_write_bytes, atomic_write_json
+from slifmr.tune.confirm import apply_confirm, confirm_settings, run_confirm
 from slifmr.tune.space import Param, SpaceError, as_overrides, check_keys, load_space, space_owner, space_source
 
 log = logging.getLogger(__name__)
@@ -176,6 +178,21 @@ def _duplicate_of(study, number: int, params: dict[str, Any]):
     return None
 
 
+def make_runner(cfg: DictConfig, base: list[str]):
+    """One unpruned run of a point (a confirmation run): the trials' overrides and forced rules, the
+    search command's own ``seed=`` dropped (the point's overrides carry the run's seed)."""
+    from slifmr.train import train
+
+    extra = [str(o) for o in cfg.tune.get("trial_overrides") or []]
+    common = [o for o in base if _override_key(o) != "seed"]
+
+    def run(point: list[str], run_dir: Path) -> None:
+        with _hydra_context(cfg):
+            train(compose_trial(common + extra + point + list(FORCED), run_dir))
+
+    return run
+
+
 def make_objective(study, cfg: DictConfig, space: dict[str, Param], base: list[str], out: Path):
     """The Optuna objective: one normal training run per trial, pruned through the Trainer."""
     import optuna
@@ -287,10 +304,14 @@ def best_point_yaml(summary: dict[str, Any]) -> str:
         "valid": best["value"], "trials": summary["trials"], "completed": summary["completed"],
         "pruned": summary["pruned"], "trial": best["trial"], "seed": summary["sampler"]["seed"],
         "default_valid": (summary.get("default") or {}).get("value"),
+        "confirm_seeds": (summary.get("confirm") or {}).get("seeds"),
         "command": summary["command"], "overrides": best["params"],
     }
+    confirmed = summary.get("confirm")
+    how = (f", confirmed: mean over seeds {confirmed['seeds']} of the {len(confirmed['points'])} best points"
+           if confirmed else "")
     head = (f"# Tuned point of {summary['model']} on {summary['dataset']}: the best of {summary['trials']} trials "
-            f"by {summary['metric']} (validation only; the test split was withheld).\n"
+            f"by {summary['metric']}{how} (validation only; the test split was withheld).\n"
             f"# Written by: {summary['command']}\n")
     return head + yaml.safe_dump(point, sort_keys=False)
 
@@ -321,6 +342,7 @@ def run_search(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
     db = out / STUDY_DB
     if db.exists() and not cfg.tune.resume:
         raise SpaceError(f"{db} exists and tune.resume=false: resume it (tune.resume=true) or set tune.dir")
+    confirm_settings(cfg)  # bad confirmation settings fail before any trial
     threads = torch_threads(cfg.tune.get("threads"), cfg.tune.get("workers", 1))
     torch.set_num_threads(threads)
 
@@ -348,6 +370,11 @@ def run_search(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
         timeout = cfg.tune.get("timeout_s")
         study.optimize(objective, n_trials=todo, timeout=float(timeout) if timeout else None, catch=())
     summary = summarize(study, cfg, command, time.perf_counter() - started, fixed)
+    confirm = run_confirm(summary["trials_table"], cfg, out, study.user_attrs.get("default_point"), as_overrides,
+                          make_runner(cfg, base))
+    if confirm is not None:
+        summary = apply_confirm(summary, confirm)
+        summary["session_wall_s"] = round(time.perf_counter() - started, 1)
     atomic_write_json(out / SUMMARY_FILE, summary)
     if summary["best"] is not None:
         atomic_write_bytes(out / BEST_FILE, best_point_yaml(summary).encode())

@@ -76,6 +76,7 @@ def summary_row(s: dict[str, Any]) -> dict[str, Any]:
         "point": changed_params(best, default) if best else "(no complete trial)",
         "best_epoch": (best or {}).get("best_epoch"), "epochs_run": s.get("epochs_run"),
         "epochs_saved": s.get("epochs_saved_by_pruning"), "trial_seconds": s.get("trial_seconds"),
+        "confirm_seeds": (s.get("confirm") or {}).get("seeds"),
     }
 
 
@@ -110,10 +111,14 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
         saved = sum(r["epochs_saved"] or 0 for r in rows)
         secs = sum(r["trial_seconds"] or 0 for r in rows)
         short = [r["model"] for r in rows if r["budget"] is not None and r["trials"] < r["budget"]]
+        confirmed = [f"{MODEL_NAMES.get(r['model'], r['model'])} (seeds {', '.join(map(str, r['confirm_seeds']))})"
+                     for r in rows if r["confirm_seeds"]]
         lines += ["", f"Total: {run} epochs trained, {saved:.0f} saved by pruning "
                   f"({saved / max(run + saved, 1) * 100:.0f} % of {run + saved:.0f}), "
                   f"{secs / 3600:.1f} h of trials."
-                  + (f" **Below budget** (search not finished): {', '.join(short)}." if short else ""), ""]
+                  + (f" **Below budget** (search not finished): {', '.join(short)}." if short else "")
+                  + (" Confirmed after the budget (default and tuned valid are means over the seeds; the best "
+                     f"points re-trained, slifmr/tune/confirm.py): {'; '.join(confirmed)}." if confirmed else ""), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
