@@ -1,14 +1,16 @@
 """Median training-step seconds of models on a real dataset, as training runs them.
 
     OMP_NUM_THREADS=1 python benchmarks/step_time.py --models kgin,diffkg --dataset ml-100k-kg \
-        --data-dir ../shared/data [--repeats 3] [--unfused-adam]
+        --data-dir ../shared/data [--repeats 3] [--unfused-adam] [--host-heap off]
 
 Each model is built from its config (``model=<name> dataset=<name>``), attached to the data
 module's graphs, and stepped with the optimiser its ``configure_optimizers`` returns (the first
 one for a model with several) on real training batches; the diffusion models get one epoch's row
 chunks as their epoch hook would cut them. ``--unfused-adam`` swaps in torch's default Adam, to
-measure what the fused update saves. Prints the median of ``--timed`` steps after one warm-up,
-per repeat: quote medians and ratios, the machines here are shared.
+measure what the fused update saves. ``--host-heap off`` leaves glibc's allocator at its defaults
+(training keeps freed memory in the heap: ``callbacks.accelerate.host_heap``, slifmr.host_memory);
+the setting is process-wide, so compare on and off in separate processes. Prints the median of ``--timed`` steps after one warm-up,
+per repeat, and the process's peak RSS: quote medians and ratios, the machines here are shared.
 """
 
 from __future__ import annotations
@@ -78,7 +80,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--unfused-adam", action="store_true")
+    ap.add_argument("--host-heap", choices=("on", "off"), default="on")
     args = ap.parse_args()
+    if args.host_heap == "on":
+        from slifmr.host_memory import keep_freed_memory
+
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     register_resolvers()
     for name in args.models.split(","):
@@ -86,8 +93,14 @@ def main() -> None:
         runs = [median_step(model, dm, args.timed, args.unfused_adam) for _ in range(args.repeats)]
         adam = "unfused Adam" if args.unfused_adam else "its own optimiser"
         print(f"{name} on {args.dataset} ({adam}): median step {statistics.median(runs):.3f} s "
-              f"(repeats {', '.join(f'{r:.3f}' for r in runs)}), {len(dm.train_dataloader())} steps/epoch",
-              flush=True)
+              f"(repeats {', '.join(f'{r:.3f}' for r in runs)}), {len(dm.train_dataloader())} steps/epoch, "
+              f"host heap {args.host_heap}, peak RSS {peak_rss_mb():.0f} MB", flush=True)
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 if __name__ == "__main__":
