@@ -7,12 +7,14 @@ only to 32 MiB after frees) with a fresh ``mmap`` and returns it with ``munmap``
 step touches new pages: a page fault per 4 KiB, and the kernel zeroes each page. Raising the
 threshold and the trim threshold keeps those blocks in the heap, where the next step finds them.
 
-Measured on ml-100k-kg, one thread, median step of 5 after a warm-up, the 2-core machine loaded
-by two other jobs (``benchmarks/step_time.py --models <m> --host-heap {on,off}``): KACL 0.86 ->
-0.64 s, KGRec 1.03 -> 0.75 s, KGCL 0.94 -> 0.83 s, DiffKG 1.70 -> 1.35 s, LightGCN 0.026 -> 0.013 s;
-KRDN within noise. The numbers a run computes do not change (the same kernels on the same values).
+Measured on ml-100k-kg, one thread, the 2-core machine loaded by two search jobs, two interleaved
+rounds of off and on (``benchmarks/step_time.py --host-heap {off,on}``, figures in
+benchmarks/README.md): median step SLIF-MR 0.83 -> 0.62 s, KACL 1.24 -> 0.94 s (both 0.75x), KGRec,
+KRDN, DiffKG about 0.9x, KGCL and LightGCN within the noise. A run computes the same numbers
+(the same kernels on the same values: records of 8 models bit-identical on and off).
 
-The cost: memory a run freed stays with the process (its peak, not more) until it exits.
+The cost: memory a run freed stays with the process until it exits; peak RSS the same within
+2 % for all but DiffKG (+10 %, 1.96 -> 2.16 GB).
 """
 
 from __future__ import annotations
