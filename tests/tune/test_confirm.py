@@ -122,10 +122,11 @@ def test_a_search_with_confirmation_end_to_end(tmp_path, shared_data):
 
     overrides = ["model=mf", "dataset=ml-100k-kg-tiny", f"paths.data_dir={shared_data}", "trainer.max_epochs=1",
                  "tune.trials=2", f"tune.dir={tmp_path / 'tune'}", "tune.sampler.n_startup_trials=2",
-                 "tune.confirm.top_k=1", "tune.confirm.seeds=[7]"]
+                 "tune.confirm.top_k=1", "tune.confirm.seeds=[7]", "seed=5"]  # trials at seed 5, confirmed at 7
     summary = run_search(make_cfg(tmp_path / "driver", overrides, config_name="tune"), overrides)
     conf = summary["confirm"]
-    assert conf["seeds"] == [42, 7]
+    assert conf["seeds"] == [5, 7]
+    assert all(json.loads((r / RECORD_FILE).read_text())["seed"] == 5 for r in (tmp_path / "tune" / "trials").iterdir())
     runs = sorted((tmp_path / "tune" / "confirm").iterdir())
     assert len(runs) == conf["runs"] == len(conf["points"]) and 1 <= len(runs) <= 2
     for run_dir in runs:
@@ -139,4 +140,4 @@ def test_a_search_with_confirmation_end_to_end(tmp_path, shared_data):
     assert win["mean"] == max(p["mean"] for p in conf["points"])
     best = yaml.safe_load((tmp_path / "tune" / "best.yaml").read_text())
     assert best["valid"] == pytest.approx(win["mean"]) and best["overrides"] == win["params"]
-    assert best["confirm_seeds"] == [42, 7]
+    assert best["confirm_seeds"] == [5, 7]
