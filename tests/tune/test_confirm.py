@@ -40,7 +40,8 @@ def _stub(values: dict[tuple[str, int], float], calls: list):
         point = " ".join(o for o in overrides if not o.startswith("seed="))
         calls.append((point, seed))
         run_dir.mkdir(parents=True)
-        (run_dir / RECORD_FILE).write_text(json.dumps({"status": "completed", "val": {"recall@20": values[(point, seed)]}}))
+        (run_dir / RECORD_FILE).write_text(json.dumps({"status": "completed", "val": {"recall@20": values[(point, seed)]},
+                                                       "time_s": {"total": 2.5}}))
     return run
 
 
@@ -62,6 +63,7 @@ def test_the_mean_over_seeds_selects_and_replaces_the_one_seed_values(tmp_path):
     calls: list = []
     res = run_confirm(ROWS, _cfg(2, [43, 44]), tmp_path, DEFAULT, _as_overrides, _stub(values, calls))
     assert res["selected_trial"] == 0 and res["seeds"] == [42, 43, 44] and res["runs"] == 6
+    assert res["seconds"] == 6 * 2.5  # what the phase cost, from the runs' records
     means = {p["trial"]: p["mean"] for p in res["points"]}
     assert means == pytest.approx({1: (0.34 + 0.31 + 0.32) / 3, 2: 0.31, 0: (0.30 + 0.35 + 0.34) / 3})
     assert sorted(calls) == sorted(values)  # each point at each seed, once
@@ -129,6 +131,8 @@ def test_a_search_with_confirmation_end_to_end(tmp_path, shared_data):
     assert all(json.loads((r / RECORD_FILE).read_text())["seed"] == 5 for r in (tmp_path / "tune" / "trials").iterdir())
     runs = sorted((tmp_path / "tune" / "confirm").iterdir())
     assert len(runs) == conf["runs"] == len(conf["points"]) and 1 <= len(runs) <= 2
+    assert conf["seconds"] == pytest.approx(sum(json.loads((r / RECORD_FILE).read_text())["time_s"]["total"]
+                                                for r in runs), abs=0.1)
     for run_dir in runs:
         rec = json.loads((run_dir / RECORD_FILE).read_text())
         assert rec["seed"] == 7 and rec["config"]["seed"] == 7

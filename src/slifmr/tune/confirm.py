@@ -69,8 +69,9 @@ def candidates(rows: list[dict[str, Any]], top_k: int, default_params: dict[str,
     return picked
 
 
-def _monitor_value(run_dir: Path, metric: str) -> float | None:
-    """The run's best-epoch value of ``metric`` from its record; None if it has no finished record."""
+def _finished(run_dir: Path, metric: str) -> tuple[float, float] | None:
+    """(best-epoch value of ``metric``, the run's seconds) from its record; None if it has no
+    finished record."""
     path = run_dir / RECORD_FILE
     if not path.is_file():
         return None
@@ -84,7 +85,7 @@ def _monitor_value(run_dir: Path, metric: str) -> float | None:
     value = (rec.get("val") or {}).get(key)
     if value is None:
         raise SpaceError(f"{path}: field val.{key} is missing (the search selects on {metric})")
-    return float(value)
+    return float(value), float((rec.get("time_s") or {}).get("total") or 0.0)
 
 
 def run_confirm(rows: list[dict[str, Any]], cfg: DictConfig, out: Path, default_params: dict[str, Any] | None,
@@ -96,20 +97,21 @@ def run_confirm(rows: list[dict[str, Any]], cfg: DictConfig, out: Path, default_
         return None
     metric = str(cfg.tune.metric)
     sign = 1.0 if cfg.tune.direction == "maximize" else -1.0
-    points = []
+    points, seconds = [], 0.0
     for row in candidates(rows, top_k, default_params, sign):
         values = {str(int(cfg.seed)): float(row["value"])}
         for seed in seeds:
             run_dir = out / CONFIRM_DIR / f"{row['number']:03d}-seed{seed}"
-            value = _monitor_value(run_dir, metric)
-            if value is None:
+            done = _finished(run_dir, metric)
+            if done is None:
                 log.info("tune: confirm trial %d's point at seed %d: %s", row["number"], seed,
                          " ".join(as_overrides(row["params"])))
                 run(as_overrides(row["params"]) + [f"seed={seed}"], run_dir)
-                value = _monitor_value(run_dir, metric)
-                if value is None:
+                done = _finished(run_dir, metric)
+                if done is None:
                     raise RuntimeError(f"tune: the confirmation run {run_dir} wrote no completed record")
-            values[str(seed)] = value
+            values[str(seed)] = done[0]
+            seconds += done[1]
         mean = sum(values.values()) / len(values)
         points.append({"trial": row["number"], "params": row["params"], "values": values, "mean": mean,
                        "is_default": default_params is not None and row["params"] == default_params})
@@ -117,7 +119,7 @@ def run_confirm(rows: list[dict[str, Any]], cfg: DictConfig, out: Path, default_
         return None
     winner = max(points, key=lambda p: (sign * p["mean"] if not math.isnan(p["mean"]) else -math.inf, -p["trial"]))
     return {"top_k": top_k, "seeds": [int(cfg.seed), *seeds], "points": points, "selected_trial": winner["trial"],
-            "runs": len(points) * len(seeds)}
+            "runs": len(points) * len(seeds), "seconds": round(seconds, 1)}
 
 
 def apply_confirm(summary: dict[str, Any], confirm: dict[str, Any]) -> dict[str, Any]:
