@@ -316,3 +316,16 @@ def test_identical_rows_pooled_over_different_seed_counts_are_not_different():
     assert paired_test(x, y, "ttest")[1] == 1.0
     # a real difference, however small against the values, still counts
     assert paired_test(x + 1e-6, y, "wilcoxon")[1] < 1e-100
+
+
+def test_variant_labels_for_people():
+    """Tables for people name a tuned row by its set ('tuned=dir': the searches' own directory), and a
+    swept key by its readable name; the CSVs keep the raw keys (Row.label)."""
+    from slifmr.report.aggregate import Row, variant_label
+
+    assert variant_label("tuned=dir") == "tuned"
+    assert variant_label("tuned=cpu12") == "tuned: cpu12"
+    assert variant_label("model.L=2 tuned=cpu12") == "GNN layers L = 2, tuned: cpu12"
+    assert variant_label("tuned.path=x") == "tuned.path=x"  # only the set itself is renamed
+    row = Row("freedom", "tuned=dir")
+    assert (row.label, row.display) == ("FREEDOM (tuned=dir)", "FREEDOM (tuned)")

@@ -54,11 +54,15 @@ def key_label(key: str) -> str:
 
 
 def variant_label(variant: str) -> str:
-    """'model.L=2 noise.kg=0.1' -> 'GNN layers L = 2, KG noise = 0.1' (for people; CSVs keep the keys)."""
+    """'model.L=2 noise.kg=0.1' -> 'GNN layers L = 2, KG noise = 0.1'; 'tuned=cpu12' -> 'tuned: cpu12',
+    'tuned=dir' (the points read from the searches' directory) -> 'tuned' (for people; CSVs keep the keys)."""
     parts = []
     for item in variant.split():
         key, sep, value = item.partition("=")
-        parts.append(f"{key_label(key)} = {value}" if sep and key in KEY_NAMES else item)
+        if sep and key == "tuned":
+            parts.append("tuned" if value == "dir" else f"tuned: {value}")
+        else:
+            parts.append(f"{key_label(key)} = {value}" if sep and key in KEY_NAMES else item)
     return ", ".join(parts)
 
 

@@ -120,7 +120,7 @@ def results_markdown(table: Table, comps: list[Comparison], n_records: int, fixe
     notes = ["", f"Test metrics, {_spread_note(table)}; n = runs per cell; {n_records} records. "
              "Best per column in bold, second underlined."]
     if comps:
-        bases = sorted({(c.dataset, metric_label(c.metric), c.baseline.label) for c in comps})
+        bases = sorted({(c.dataset, metric_label(c.metric), c.baseline.display) for c in comps})
         tests = sorted({c.test for c in comps if c.test}) or ["none (no per-user values)"]
         which = "baseline (fixed)" if fixed_baseline else "best baseline"
         notes.append(

@@ -20,7 +20,7 @@ import io
 import math
 from dataclasses import dataclass
 
-from slifmr.report.aggregate import MODEL_NAMES, Table, metric_label
+from slifmr.report.aggregate import MODEL_NAMES, Table, metric_label, variant_label
 from slifmr.report.significance import compare_rows
 from slifmr.report.tables import fmt_cell, fmt_p
 
@@ -102,7 +102,7 @@ def versus_markdown(cells: list[VersusCell]) -> str:
         groups.setdefault((c.model, c.variant, c.dataset), {})[c.metric] = c
     for (model, variant, dataset), by_metric in groups.items():
         first = next(iter(by_metric.values()))
-        parts = [MODEL_NAMES.get(model, model), dataset, variant, f"{first.default_n} / {first.variant_n}",
+        parts = [MODEL_NAMES.get(model, model), dataset, variant_label(variant), f"{first.default_n} / {first.variant_n}",
                  _fmt_valid(first.default_valid), _fmt_valid(first.variant_valid)]
         for m in metrics:
             c = by_metric.get(m)
