@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -16,7 +17,8 @@ from omegaconf import DictConfig
 
 from slifmr.checkpoints import AtomicCheckpointIO
 from slifmr.callbacks.run_record import RunRecordCallback
-from slifmr.config import plain_config, register_resolvers
+from slifmr.completed import completed_metrics
+from slifmr.config import hydra_parts, plain_config, register_resolvers
 from slifmr.resume import ConfigInCheckpoint, resolve_ckpt
 from slifmr.runner import (closing_block, finish_loggers, instantiate_callbacks, instantiate_loggers, job_label,
                            log_interval, report_errors, summarize_best, train_batches_per_epoch)
@@ -40,6 +42,12 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     label = job_label()
     if label:
         log.info("%s", label)
+    if cfg.get("skip_completed"):  # a killed grid run again: finished jobs are read, not re-run
+        done = completed_metrics(Path(str(cfg.paths.output_dir)), hydra_parts(cfg)[0], bool(cfg.get("test", True)))
+        if done is not None:
+            log.info("skip_completed: %s already holds a completed run of these overrides; not run again",
+                     cfg.paths.output_dir)
+            return done
     cfg = apply_tuned(cfg)  # first, so the point's values are type-checked with the rest
     check_config(cfg)  # wrong types name their key before anything is built
     ckpt_path = resolve_ckpt(cfg) if cfg.get("train", True) else None

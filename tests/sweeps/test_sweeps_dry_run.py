@@ -153,3 +153,12 @@ def test_an_override_holding_a_path_names_one_directory(monkeypatch, capsys, tmp
     for d in dirs:
         assert d.parent == tmp_path / "sweeps" / "table2" / "ml-100k-kg", d
         assert f"tuned.path={str(root).replace('/', '%2F')}" in d.name and "tuned=dir" in d.name
+
+
+def test_skip_completed_names_the_same_job_directories(monkeypatch, capsys, tmp_path):
+    """Re-running a killed study with skip_completed=true must reach the directories of the first
+    run, where the finished jobs' records are: the switch is not part of a job's name."""
+    grid = ["+sweep=table2", "model=mf,lightgcn", "dataset=ml-100k-kg", "seed=1,2"]
+    plain = [line.rsplit(" | ", 1)[1] for line in _dry_run(monkeypatch, capsys, tmp_path, grid)]
+    again = [line.rsplit(" | ", 1)[1] for line in _dry_run(monkeypatch, capsys, tmp_path, [*grid, "skip_completed=true"])]
+    assert len(plain) == 4 and again == plain
