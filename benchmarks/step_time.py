@@ -9,8 +9,9 @@ one for a model with several) on real training batches; the diffusion models get
 chunks as their epoch hook would cut them. ``--unfused-adam`` swaps in torch's default Adam, to
 measure what the fused update saves. ``--host-heap off`` leaves glibc's allocator at its defaults
 (training keeps freed memory in the heap: ``callbacks.accelerate.host_heap``, slifmr.host_memory);
-the setting is process-wide, so compare on and off in separate processes. Prints the median of ``--timed`` steps after one warm-up,
-per repeat, and the process's peak RSS: quote medians and ratios, the machines here are shared.
+the setting is process-wide, so compare on and off in separate processes. Prints the median of
+``--timed`` steps after one warm-up, per repeat, and the process's peak RSS: quote medians and
+ratios, the machines here are shared.
 """
 
 from __future__ import annotations

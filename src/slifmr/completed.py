@@ -11,12 +11,9 @@ replaces the directory's contents, as a re-run always did.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-from slifmr.errors import DataError
-from slifmr.records import RECORD_FILE
+from slifmr.records import read_finished_record
 
 SWITCH = "skip_completed"
 
@@ -29,17 +26,10 @@ def _comparable(overrides: list[str]) -> list[str]:
 def completed_metrics(run_dir: Path, overrides: list[str], tested: bool) -> dict[str, float] | None:
     """The finished run's metrics (``val/<m>``, ``test/<m>``) if ``run_dir`` holds a completed record
     of these overrides (and with test metrics when ``tested``); None when the job must run."""
-    path = Path(run_dir) / RECORD_FILE
-    if not path.is_file():
-        return None
-    try:
-        rec: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e}); delete the file to run the job again") from e
-    if rec.get("status") != "completed" or (tested and not rec.get("test")):
+    rec = read_finished_record(run_dir)
+    if rec is None or (tested and not rec.get("test")):
         return None
     if _comparable([str(o) for o in rec.get("overrides") or []]) != _comparable(overrides):
         return None
-    out = {f"val/{k}": float(v) for k, v in (rec.get("val") or {}).items() if isinstance(v, (int, float))}
-    out.update({f"test/{k}": float(v) for k, v in (rec.get("test") or {}).items() if isinstance(v, (int, float))})
-    return out
+    return {f"{split}/{k}": float(v) for split in ("val", "test") for k, v in (rec.get(split) or {}).items()
+            if isinstance(v, (int, float))}

@@ -1,4 +1,5 @@
-"""The result record's files: names, schema and atomic writes (no other slifmr import).
+"""The result record's files: names, schema, atomic writes and the finished-run reader (no other
+slifmr import than its error type).
 
 A run's record says what it was (config, overrides, versions), what it scored (best-epoch
 validation, test, per-user test values) and what it cost (time per phase, memory). One JSON
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from slifmr.errors import DataError
 
 RECORD_FILE = "record.json"
 PER_USER_FILE = "per_user_test.npz"
@@ -73,6 +76,29 @@ def write_per_user(path: Path, values: dict[str, Any]) -> Path:
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in values.items()})
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def read_finished_record(run_dir: Path) -> dict[str, Any] | None:
+    """``run_dir``'s record if the run finished (``status: completed``), else None (no record yet:
+    never ran, or killed before its end). A record that is not JSON is an error naming the file."""
+    path = Path(run_dir) / RECORD_FILE
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e}); delete the file to run the job again") from e
+    return rec if rec.get("status") == "completed" else None
+
+
+def monitored_value(record: dict[str, Any], monitor: str | None = None) -> float | None:
+    """The record's best-epoch validation value of ``monitor`` (``val/<metric>``; default: the
+    record's own monitor), None where the record has none."""
+    monitor = monitor or record.get("monitor")
+    if not monitor:
+        return None
+    value = (record.get("val") or {}).get(monitor.removeprefix("val/"))
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def write_record(run_dir: Path, record: dict[str, Any], per_user: dict[str, Any] | None = None) -> Path:

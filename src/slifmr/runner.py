@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from slifmr.config import plain_config
+from slifmr.records import monitored_value
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,8 @@ def closing_block(run_dir: str | Path, metrics: dict[str, float], seconds: float
     rec = json.loads(Path(record).read_text()) if record is not None and Path(record).is_file() else {}
     if rec.get("best_epoch") is not None:
         monitor = rec.get("monitor") or "val/recall@20"
-        value = (rec.get("val") or {}).get(monitor.removeprefix("val/"))
-        score = f" ({monitor} {value:.4f})" if isinstance(value, (int, float)) else ""
+        value = monitored_value(rec, monitor)
+        score = f" ({monitor} {value:.4f})" if value is not None else ""
         lines.append(f"  best epoch  {rec['best_epoch']} of {rec.get('epochs', '?')}{score}")
     test = {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/") and "@" in k}
     if test:

@@ -3,7 +3,8 @@ and the host allocator's reuse of freed memory (on by default, ``slifmr.host_mem
 
 The first two are off by default: kernels run eagerly and float32 matmuls stay exact (torch's
 ``highest``), so a default run's metrics are those of a run without them. ``host_heap`` changes
-where freed memory goes, never a value: on by default, it makes KG models' CPU steps up to 25 % faster. bf16 is Lightning's own switch, ``trainer.precision=bf16-mixed`` (default ``32-true``).
+where freed memory goes, never a value: on by default, it makes KG models' CPU steps up to 25 %
+faster. bf16 is Lightning's own switch, ``trainer.precision=bf16-mixed`` (default ``32-true``).
 
 Why a callback: the switches are read by the class that applies them (every knob lives under
 the ``_target_`` that reads it), they apply to whichever model is trained, and a model's

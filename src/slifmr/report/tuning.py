@@ -9,14 +9,14 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from slifmr.report.aggregate import Table, metric_label
+from slifmr.report.aggregate import Row, Table, metric_label
 
 
 @dataclass(frozen=True)
 class Tuning:
     """One (row, dataset): how its runs were configured."""
 
-    label: str
+    row: Row
     dataset: str
     status: str  # tuned | default | mixed
     name: str = ""  # the tuned set
@@ -24,7 +24,10 @@ class Tuning:
     monitor: str = ""
     valid: float | None = None  # the validation score the point was selected on
     default_valid: float | None = None  # the defaults' validation score in the same search (trial 0)
-    display: str = ""  # the row's label for people (Markdown); ``label`` keeps the keys (CSV)
+
+    @property
+    def label(self) -> str:  # with the keys (CSV)
+        return self.row.label
 
     @property
     def settings(self) -> str:
@@ -54,14 +57,14 @@ def tuning_rows(table: Table) -> list[Tuning]:
             kinds = {p[:5] for p in points}  # the point's identity
             if len(kinds) > 1:
                 names = sorted({k[1] or k[0] for k in kinds})
-                out.append(Tuning(row.label, ds, "mixed", ", ".join(names), display=row.display))
+                out.append(Tuning(row, ds, "mixed", ", ".join(names)))
                 continue
             # the defaults' score is about the search, not the point: a search summarised again (e.g.
             # after a killed trial 0 was re-run) may have filled it in between two seeds of one row
             defaults = {p[5] for p in points} - {None}
             status, name, trials, monitor, valid = kinds.pop()
             default_valid = defaults.pop() if len(defaults) == 1 else None
-            out.append(Tuning(row.label, ds, status, name, trials, monitor, valid, default_valid, row.display))
+            out.append(Tuning(row, ds, status, name, trials, monitor, valid, default_valid))
     return out
 
 
@@ -79,7 +82,7 @@ def tuning_markdown(rows: list[Tuning]) -> str:
              f"| model | dataset | settings | trials | selected on (valid {sel}) | defaults' valid |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.display or r.label} | {r.dataset} | {r.settings} | {'' if r.trials is None else r.trials} | "
+        lines.append(f"| {r.row.display} | {r.dataset} | {r.settings} | {'' if r.trials is None else r.trials} | "
                      f"{_num(r.valid)} | {_num(r.default_valid)} |")
     return "\n".join(lines) + "\n"
 

@@ -20,6 +20,7 @@ import io
 import math
 from dataclasses import dataclass
 
+from slifmr.records import monitored_value
 from slifmr.report.aggregate import MODEL_NAMES, Table, metric_label, variant_label
 from slifmr.report.significance import compare_rows
 from slifmr.report.tables import fmt_cell, fmt_p
@@ -55,10 +56,8 @@ def mean_valid(records: list[dict]) -> tuple[str, float]:
     if len(monitors) != 1 or not next(iter(monitors)):
         return "", math.nan
     monitor = next(iter(monitors))
-    key = monitor.split("/", 1)[1] if monitor.startswith("val/") else monitor
-    vals = [(r.get("val") or {}).get(key) for r in records]
-    vals = [float(v) for v in vals if v is not None]
-    return (monitor, sum(vals) / len(vals)) if len(vals) == len(records) else (monitor, math.nan)
+    vals = [monitored_value(r, monitor) for r in records]
+    return (monitor, math.nan) if None in vals else (monitor, sum(vals) / len(vals))
 
 
 def versus_default(table: Table, method: str = "auto") -> list[VersusCell]:
@@ -94,16 +93,17 @@ def versus_markdown(cells: list[VersusCell]) -> str:
     metrics = list(dict.fromkeys(c.metric for c in cells))
     monitors = {c.monitor for c in cells if c.monitor}
     valid_head = f"valid {metric_label(monitors.pop().removeprefix('val/'))}" if len(monitors) == 1 else "valid"
-    head = f"| model | dataset | variant | n (default / variant) | {valid_head} default | {valid_head} variant | " + " | ".join(
-        f"{metric_label(m)} default | {metric_label(m)} variant | change | p" for m in metrics) + " |"
+    head = (f"| model | dataset | variant | n (default / variant) | {valid_head} default | {valid_head} variant | "
+            + " | ".join(f"{metric_label(m)} default | {metric_label(m)} variant | change | p" for m in metrics) + " |")
     lines = [head, "|" + "---|" * (6 + 4 * len(metrics))]
     groups: dict[tuple[str, str, str], dict[str, VersusCell]] = {}
     for c in cells:
         groups.setdefault((c.model, c.variant, c.dataset), {})[c.metric] = c
     for (model, variant, dataset), by_metric in groups.items():
         first = next(iter(by_metric.values()))
-        parts = [MODEL_NAMES.get(model, model), dataset, variant_label(variant), f"{first.default_n} / {first.variant_n}",
-                 _fmt_valid(first.default_valid), _fmt_valid(first.variant_valid)]
+        parts = [MODEL_NAMES.get(model, model), dataset, variant_label(variant),
+                 f"{first.default_n} / {first.variant_n}", _fmt_valid(first.default_valid),
+                 _fmt_valid(first.variant_valid)]
         for m in metrics:
             c = by_metric.get(m)
             parts += (["", "", "", ""] if c is None else

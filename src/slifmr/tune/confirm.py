@@ -17,15 +17,13 @@ The phase costs ``(top_k + 1) x len(seeds)`` training runs on top of the budget;
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig
 
-from slifmr.records import RECORD_FILE
+from slifmr.records import RECORD_FILE, monitored_value, read_finished_record
 from slifmr.tune.space import SpaceError
 
 log = logging.getLogger(__name__)
@@ -72,20 +70,13 @@ def candidates(rows: list[dict[str, Any]], top_k: int, default_params: dict[str,
 def _finished(run_dir: Path, metric: str) -> tuple[float, float] | None:
     """(best-epoch value of ``metric``, the run's seconds) from its record; None if it has no
     finished record."""
-    path = run_dir / RECORD_FILE
-    if not path.is_file():
+    rec = read_finished_record(run_dir)
+    if rec is None:
         return None
-    try:
-        rec = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SpaceError(f"{path}: not valid JSON ({e}); delete the run directory to re-run it") from e
-    if rec.get("status") != "completed":
-        return None
-    key = metric.split("/", 1)[1] if metric.startswith("val/") else metric
-    value = (rec.get("val") or {}).get(key)
+    value = monitored_value(rec, metric)
     if value is None:
-        raise SpaceError(f"{path}: field val.{key} is missing (the search selects on {metric})")
-    return float(value), float((rec.get("time_s") or {}).get("total") or 0.0)
+        raise SpaceError(f"{run_dir / RECORD_FILE}: no validation value of {metric} (the search selects on it)")
+    return value, float((rec.get("time_s") or {}).get("total") or 0.0)
 
 
 def run_confirm(rows: list[dict[str, Any]], cfg: DictConfig, out: Path, default_params: dict[str, Any] | None,
@@ -117,7 +108,7 @@ def run_confirm(rows: list[dict[str, Any]], cfg: DictConfig, out: Path, default_
                        "is_default": default_params is not None and row["params"] == default_params})
     if not points:
         return None
-    winner = max(points, key=lambda p: (sign * p["mean"] if not math.isnan(p["mean"]) else -math.inf, -p["trial"]))
+    winner = max(points, key=lambda p: (sign * p["mean"], -p["trial"]))  # a tie: the earlier trial
     return {"top_k": top_k, "seeds": [int(cfg.seed), *seeds], "points": points, "selected_trial": winner["trial"],
             "runs": len(points) * len(seeds), "seconds": round(seconds, 1)}
 

@@ -24,6 +24,7 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -179,18 +180,23 @@ def _duplicate_of(study, number: int, params: dict[str, Any]):
 
 
 def make_runner(cfg: DictConfig, base: list[str]):
-    """One unpruned run of a point (a confirmation run): the trials' overrides and forced rules, the
-    search command's own ``seed=`` dropped (the point's overrides carry the run's seed)."""
+    """``run(point, run_dir, callbacks=())``: one normal training run of a point, as every trial and
+    confirmation run is made: ``base`` (the search command's trial overrides), ``tune.trial_overrides``,
+    the point's overrides, then the forced rules (no test, test split withheld)."""
     from slifmr.train import train
 
     extra = [str(o) for o in cfg.tune.get("trial_overrides") or []]
-    common = [o for o in base if _override_key(o) != "seed"]
 
-    def run(point: list[str], run_dir: Path) -> None:
+    def run(point: list[str], run_dir: Path, callbacks: Sequence[Any] = ()) -> None:
         with _hydra_context(cfg):
-            train(compose_trial(common + extra + point + list(FORCED), run_dir))
+            train(compose_trial(base + extra + point + list(FORCED), run_dir), extra_callbacks=callbacks)
 
     return run
+
+
+def without_seed(base: list[str]) -> list[str]:
+    """``base`` less its ``seed=``: a confirmation run's point overrides carry its own seed."""
+    return [o for o in base if _override_key(o) != "seed"]
 
 
 def make_objective(study, cfg: DictConfig, space: dict[str, Param], base: list[str], out: Path):
@@ -198,11 +204,10 @@ def make_objective(study, cfg: DictConfig, space: dict[str, Param], base: list[s
     import optuna
 
     from slifmr.callbacks.trial_pruning import TrialPruningCallback
-    from slifmr.train import train
 
     metric = str(cfg.tune.metric)
     sign = 1.0 if cfg.tune.direction == "maximize" else -1.0
-    extra = [str(o) for o in cfg.tune.get("trial_overrides") or []]
+    run = make_runner(cfg, base)
 
     def objective(trial) -> float:
         params = {k: p.suggest(trial) for k, p in space.items()}
@@ -214,13 +219,10 @@ def make_objective(study, cfg: DictConfig, space: dict[str, Param], base: list[s
                 raise optuna.TrialPruned()
             return float(dup.value)
         run_dir = out / TRIALS_DIR / f"{trial.number:03d}"
-        overrides = base + extra + as_overrides(params) + list(FORCED)
         trial.set_user_attr("run_dir", str(run_dir))
         pruning = TrialPruningCallback(trial, monitor=metric)
         log.info("tune: trial %d: %s", trial.number, " ".join(as_overrides(params)))
-        with _hydra_context(cfg):
-            trial_cfg = compose_trial(overrides, run_dir)
-            train(trial_cfg, extra_callbacks=[pruning])
+        run(as_overrides(params), run_dir, [pruning])
         if not pruning.reported:
             raise RuntimeError(f"tune: trial {trial.number} validated no epoch ({run_dir})")
         best = max(pruning.reported.values(), key=lambda v: sign * v if v == v else -math.inf)
@@ -371,7 +373,7 @@ def run_search(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
         study.optimize(objective, n_trials=todo, timeout=float(timeout) if timeout else None, catch=())
     summary = summarize(study, cfg, command, time.perf_counter() - started, fixed)
     confirm = run_confirm(summary["trials_table"], cfg, out, study.user_attrs.get("default_point"), as_overrides,
-                          make_runner(cfg, base))
+                          make_runner(cfg, without_seed(base)))
     if confirm is not None:
         summary = apply_confirm(summary, confirm)
         summary["session_wall_s"] = round(time.perf_counter() - started, 1)
