@@ -175,6 +175,19 @@ def test_merge_keeps_capped_runs_in_one_row(tmp_path):
     assert "model.cap=40" in merged["markdown"]
 
 
+def test_how_a_job_was_scheduled_makes_no_variant(tmp_path):
+    """A killed grid re-run with ``skip_completed=true`` gives its new runs that override: they
+    must pool with the runs of the first pass, not form a row of their own."""
+    rng = np.random.default_rng(1)
+    vals = {m: rng.random(30) for m in ("recall@20", "ndcg@20")}
+    make_record(tmp_path, "mf", 1, vals)
+    make_record(tmp_path, "mf", 2, {m: v * 0.5 for m, v in vals.items()}, extra=["skip_completed=true"])
+    res = report([tmp_path], tmp_path / "r", metrics=["recall@20"], plot="none")
+    assert len(res["table"].rows) == 1
+    assert res["table"].get(res["table"].rows[0], "toy", "recall@20").n == 2
+    assert "skip_completed" not in res["markdown"]
+
+
 def test_variants_in_numeric_order_and_no_empty_imp_rows(tmp_path):
     """A sweep of one model: rows follow the swept value as numbers, and without a baseline
     there are no empty %Imp / p rows."""

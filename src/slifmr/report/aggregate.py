@@ -19,7 +19,7 @@ from slifmr.report.records import ReportError
 # Keys that never make a variant: the row/column keys themselves, and where/how a run ran.
 IGNORED_KEYS = {
     "seed", "model", "dataset", "dataset.path", "dataset.cache_dir", "sweep", "sweep_name", "tags", "task_name",
-    "dry_run",
+    "dry_run", "skip_completed",
     "ckpt_path", "resume", "trainer", "trainer.accelerator", "trainer.devices", "trainer.num_nodes",
     "trainer.strategy", "trainer.enable_progress_bar", "logger", "debug", "callbacks.progress_bar",
 }
