@@ -28,16 +28,38 @@ def test_sections_filled_from_records(tmp_path):
     docs.mkdir()
     page = docs / "page.md"
     page.write_text("intro\n<!-- report:table2 metrics=recall@20 -->\nOLD-TEXT\n<!-- /report:table2 -->\n"
-                    "<!-- report:table9 -->\nstale\n<!-- /report:table9 -->\nend\n")
-    changed = _build_docs().build(sweeps, docs)
+                    "<!-- report:table9 -->\npublished\n<!-- /report:table9 -->\n"
+                    "<!-- report:table8 -->\n<!-- /report:table8 -->\nend\n")
+    kept: list[str] = []
+    changed = _build_docs().build(sweeps, docs, kept=kept)
     text = page.read_text()
     assert changed == [page]
     assert "OLD-TEXT" not in text and "| LightGCN |" in text and "SLIF-MR" in text
-    assert "(no records under" in text and "stale" not in text
+    # no records for table9: its published text stays, and the caller is told; table8 was empty
+    assert "<!-- report:table9 -->\npublished\n<!-- /report:table9 -->" in text and kept == ["table9"]
+    assert f"<!-- report:table8 -->\n(no records under {(sweeps / 'table8').as_posix()} yet)\n" in text
     assert text.startswith("intro\n") and text.endswith("end\n")
     assert (docs / "studies" / "table2" / "results.md").exists()
     # idempotent: a second build changes nothing
     assert _build_docs().build(sweeps, docs) == []
+
+
+def test_a_study_is_read_from_the_first_root_that_holds_its_records(tmp_path):
+    """A checkout without the runs (outputs/ empty) rebuilds from the records kept in the
+    repository; where both hold them, this checkout's runs win."""
+    runs, kept_root, docs = tmp_path / "outputs", tmp_path / "records", tmp_path / "docs"
+    rng = np.random.default_rng(2)
+    for seed in (1, 2):
+        make_record(kept_root / "table2", "mf", seed, {"recall@20": rng.random(20)})
+    docs.mkdir()
+    page = docs / "page.md"
+    page.write_text("<!-- report:table2 metrics=recall@20 -->\nold\n<!-- /report:table2 -->\n")
+    build = _build_docs().build
+    assert build([runs, kept_root], docs) == [page]
+    assert "| MF-BPR | 2 |" in page.read_text() and f"slifmr.report {(kept_root / 'table2').as_posix()}" in page.read_text()
+    make_record(runs / "table2", "lightgcn", 1, {"recall@20": rng.random(20)})
+    assert build([runs, kept_root], docs) == [page]
+    assert "| LightGCN | 1 |" in page.read_text() and "MF-BPR" not in page.read_text()
 
 
 def test_a_fixed_baseline_option_compares_with_that_row(tmp_path):
