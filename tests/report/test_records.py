@@ -10,6 +10,7 @@ from importlib.metadata import version
 
 import numpy as np
 import pytest
+import torch
 
 from slifmr.report import PER_USER_FILE, RECORD_FILE, load_per_user, load_records
 from slifmr.records import atomic_write_json, write_record
@@ -52,6 +53,10 @@ def test_run_writes_a_complete_record(tmp_path, shared_data):
     assert rec["package"] == {"name": "slifmr", "version": version("slifmr")}
     assert rec["git"] is None or re.fullmatch(r"[0-9a-f]{40}", rec["git"]["revision"])
     assert rec["env"]["world_size"] == 1
+    # what decides a CPU run's last bits besides the code: the processor, the ISA torch's kernels
+    # dispatch to, the thread count the run trained with
+    assert rec["env"]["threads"] == torch.get_num_threads() >= 1 and rec["env"]["cpu"]
+    assert rec["env"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
     # per-user test values: one row per evaluated user, averaging to the logged test metrics
     pu = load_per_user(rec)

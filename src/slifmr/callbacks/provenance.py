@@ -1,14 +1,17 @@
 """Where and how a run ran, for its result record: the git revision of the checkout, the package
-version and peak memory (the overrides: ``slifmr.config.hydra_parts``). Best effort: a run never
+version, the CPU and peak memory (the overrides: ``slifmr.config.hydra_parts``). Best effort: a run never
 fails for these."""
 
 from __future__ import annotations
 
+import platform
 import resource
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import torch
 
 
 def git_revision() -> dict[str, Any] | None:
@@ -25,6 +28,25 @@ def git_revision() -> dict[str, Any] | None:
                 "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
     except Exception:  # noqa: BLE001 - provenance is best effort, a run must not fail for it
         return None
+
+
+def cpu_description() -> dict[str, Any]:
+    """The processor, the instruction set torch's CPU kernels dispatch to and the intra-op thread
+    count: the three things besides the code that decide a CPU run's last float bits
+    (docs/determinism.md), so that two records that differ can be told apart. Never raises."""
+    out: dict[str, Any] = {"cpu": None, "cpu_capability": None, "threads": None}
+    try:
+        out["threads"] = int(torch.get_num_threads())
+        out["cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # noqa: BLE001 - provenance is best effort
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            out["cpu"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        pass
+    out["cpu"] = out["cpu"] or platform.processor() or platform.machine() or None
+    return out
 
 
 def package_version() -> str | None:

@@ -35,7 +35,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from slifmr.callbacks.provenance import git_revision, memory, package_version
+from slifmr.callbacks.provenance import cpu_description, git_revision, memory, package_version
 from slifmr.config import hydra_parts, plain_config, sweep_group
 from slifmr.records import SCHEMA, write_record
 
@@ -251,7 +251,7 @@ class RunRecordCallback(pl.Callback):
             "env": {
                 "python": platform.python_version(), "torch": torch.__version__,
                 "pytorch_lightning": pl.__version__, "accelerator": type(trainer.accelerator).__name__,
-                "world_size": int(trainer.world_size),
+                "world_size": int(trainer.world_size), **cpu_description(),
             },
         }
         return record, per_user
