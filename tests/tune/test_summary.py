@@ -94,7 +94,7 @@ def test_collect_keep_copies_and_build_docs_fills_a_tune_section(tmp_path):
     spec.loader.exec_module(mod)
     page = repo / "docs" / "page.md"
     page.write_text("a\n<!-- report:tune_d1 kind=tune dataset=d1 -->\nOLD\n<!-- /report:tune_d1 -->\n"
-                    "<!-- report:tune_d9 kind=tune dataset=d9 -->\nOLD\n<!-- /report:tune_d9 -->\nz\n")
+                    "<!-- report:tune_d9 kind=tune dataset=d9 -->\n<!-- /report:tune_d9 -->\nz\n")
     assert mod.build(tmp_path / "sweeps", repo / "docs") == [page]
     text = page.read_text()
     assert "OLD" not in text and "| MF-BPR | 12 (8 / 4) | 1 | 0.2000 | 0.3000 | +50.0 % | lr 1e-3 |" in text
