@@ -69,6 +69,22 @@ def _snapshot(path: Path) -> bytes:
         return out.read_bytes()
 
 
+def _dump(path: Path) -> list[str]:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return list(con.iterdump())
+    finally:
+        con.close()
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Same content: a journal by its SQL dump (a copy through the backup API differs from its
+    source in header bytes, so a finished search would be written again at every keep)."""
+    if a.name == "study.db":
+        return _dump(a) == _dump(b)
+    return filecmp.cmp(a, b, shallow=False)
+
+
 def keep(src: Path, dst: Path) -> tuple[int, int]:
     """Copy ``files_to_keep(src)`` to ``dst``; returns (files written, files already identical)."""
     if not src.is_dir():
@@ -76,7 +92,7 @@ def keep(src: Path, dst: Path) -> tuple[int, int]:
     written = same = 0
     for rel in files_to_keep(src):
         target = dst / rel
-        if target.is_file() and filecmp.cmp(src / rel, target, shallow=False):
+        if target.is_file() and _same(src / rel, target):
             same += 1
             continue
         atomic_write_bytes(target, _snapshot(src / rel))
