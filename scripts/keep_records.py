@@ -1,7 +1,7 @@
 """Copy the small files that a study's tables and a search's resume need, and nothing else.
 
-    python scripts/keep_records.py outputs/sweeps/table2_tuned docs/records/table2_tuned   # keep
-    python scripts/keep_records.py docs/records/table2_tuned outputs/sweeps/table2_tuned   # restore
+    python scripts/keep_records.py outputs/sweeps/table2_tuned docs/records/table2_tuned_ml100k/tuned   # keep
+    python scripts/keep_records.py docs/records/table2_tuned_ml100k/tuned outputs/sweeps/table2_tuned   # restore
     python scripts/keep_records.py outputs/tune/ml-100k-kg/kgrec docs/records/tune/ml-100k-kg/kgrec
 
 Why: a table in docs/ is generated from run records (``slifmr.report``), and its paired p-values
@@ -26,14 +26,14 @@ import filecmp
 import os
 import sqlite3
 import sys
-import tempfile
+from contextlib import closing
 from pathlib import Path
 
-from slifmr.records import atomic_write_bytes, read_finished_record
+from slifmr.records import RECORD_FILE, atomic_write_bytes, read_finished_record
+from slifmr.tune.search import BEST_FILE, STUDY_DB, SUMMARY_FILE
 
 RUN_FILES = (".hydra/config.yaml", ".hydra/overrides.yaml")  # kept beside a finished record
-SEARCH_FILES = ("study.db", "best.yaml", "summary.json")      # kept wherever they are found
-RECORD = "record.json"
+SEARCH_FILES = (STUDY_DB, BEST_FILE, SUMMARY_FILE)           # kept wherever they are found
 
 
 def files_to_keep(src: Path) -> list[Path]:
@@ -42,47 +42,24 @@ def files_to_keep(src: Path) -> list[Path]:
     for dirpath, _, filenames in os.walk(src):
         here = Path(dirpath)
         keep += [here / f for f in filenames if f in SEARCH_FILES]
-        if RECORD not in filenames:
+        if RECORD_FILE not in filenames:
             continue
         record = read_finished_record(here)
         if record is None:  # a killed or unfinished run: nothing to rebuild a table from
             continue
-        keep.append(here / RECORD)
+        keep.append(here / RECORD_FILE)
         per_user = (record.get("per_user_test") or {}).get("file")
         keep += [here / p for p in (*RUN_FILES, *([per_user] if per_user else [])) if (here / p).is_file()]
     return sorted(p.relative_to(src) for p in keep)
 
 
 def _snapshot(path: Path) -> bytes:
-    """The file's bytes; a SQLite journal through SQLite's backup API, so that a search writing to
-    it meanwhile cannot leave a torn copy."""
-    if path.name != "study.db":
+    """The file's bytes; a search journal through SQLite (``serialize``: one consistent read, so a
+    search writing meanwhile cannot leave a torn copy; byte for byte the file when it is idle)."""
+    if path.name != STUDY_DB:
         return path.read_bytes()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "copy.db"
-        source, copy = sqlite3.connect(f"file:{path}?mode=ro", uri=True), sqlite3.connect(out)
-        try:
-            source.backup(copy)
-        finally:
-            source.close()
-            copy.close()
-        return out.read_bytes()
-
-
-def _dump(path: Path) -> list[str]:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return list(con.iterdump())
-    finally:
-        con.close()
-
-
-def _same(a: Path, b: Path) -> bool:
-    """Same content: a journal by its SQL dump (a copy through the backup API differs from its
-    source in header bytes, so a finished search would be written again at every keep)."""
-    if a.name == "study.db":
-        return _dump(a) == _dump(b)
-    return filecmp.cmp(a, b, shallow=False)
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+        return con.serialize()
 
 
 def keep(src: Path, dst: Path) -> tuple[int, int]:
@@ -92,7 +69,7 @@ def keep(src: Path, dst: Path) -> tuple[int, int]:
     written = same = 0
     for rel in files_to_keep(src):
         target = dst / rel
-        if target.is_file() and _same(src / rel, target):
+        if target.is_file() and filecmp.cmp(src / rel, target, shallow=False):
             same += 1
             continue
         atomic_write_bytes(target, _snapshot(src / rel))

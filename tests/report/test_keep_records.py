@@ -78,7 +78,7 @@ def test_a_search_keeps_its_journal_readable_and_its_choice(tmp_path):
     (search / "tune.log").write_text("log\n")
     keep_records.keep(search, tmp_path / "kept")
     db.close()
-    # a finished search is not written again (the backup's bytes differ from the source's)
+    # a finished search is not written again (its copy is byte for byte the journal)
     assert keep_records.keep(search, tmp_path / "kept") == (0, 3)
     names = sorted(p.name for p in (tmp_path / "kept").rglob("*") if p.is_file())
     assert names == ["best.yaml", "study.db", "summary.json"]
