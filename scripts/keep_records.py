@@ -1,6 +1,6 @@
 """Copy the small files that a study's tables and a search's resume need, and nothing else.
 
-    python scripts/keep_records.py outputs/sweeps/table2_tuned docs/records/table2_tuned_ml100k/tuned   # keep
+    python scripts/keep_records.py outputs/sweeps/table2_tuned/ml-100k-kg docs/records/table2_tuned_ml100k/tuned/ml-100k-kg   # keep
     python scripts/keep_records.py docs/records/table2_tuned_ml100k/tuned outputs/sweeps/table2_tuned   # restore
     python scripts/keep_records.py outputs/tune/ml-100k-kg/kgrec docs/records/tune/ml-100k-kg/kgrec
 
