@@ -1,5 +1,8 @@
 """Does validation rank a tuned point against the defaults the way test does?
 
+    python -m slifmr.report.valid_vs_test docs/studies/table2_tuned_vs_default/summary/versus_default.csv \
+        [more versus CSVs] [--tune-root docs/tuning] [--threshold 1]
+
 Each tuned-against-default pair (a row of a ``versus_default.csv`` that ``slifmr.report
 --versus-default`` writes) carries three changes of the tuned point over the model's defaults:
 
@@ -16,7 +19,9 @@ sign. Every pair where either change is clear is checked.
 
 from __future__ import annotations
 
+import argparse
 import csv
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +45,17 @@ class Pair:
     test: float  # same seeds, the versus CSV's change_pct
     p_value: float
     seeds: str  # "default n / tuned n"
+    kept: bool = False  # the search selected the defaults: tuned and default differ only in seeds
 
 
 def _pct(new: float, old: float) -> float:
     return (new - old) / old * 100.0
+
+
+def kept_defaults(summary: dict[str, Any]) -> bool:
+    """Whether the selected point is the defaults' point (same parameters)."""
+    default = summary.get("default") or {}
+    return default.get("params") is not None and summary["best"].get("params") == default["params"]
 
 
 def search_change(summary: dict[str, Any]) -> float | None:
@@ -79,7 +91,7 @@ def read_pairs(versus_csvs: list[Path], tune_root: Path, metric: str = "recall@2
                     continue
                 s = searches.get((row["dataset"], row["model"]))
                 pairs.append(Pair(row["model"], row["dataset"], search_change(s) if s else None,
-                                  _pct(tv, dv), change, p, seeds))
+                                  _pct(tv, dv), change, p, seeds, kept=bool(s) and kept_defaults(s)))
     order = {m: i for i, m in enumerate(MODEL_ORDER)}
     return sorted(pairs, key=lambda q: (q.dataset, order.get(q.model, len(order)), q.model))
 
@@ -97,11 +109,12 @@ class Agreement:
 
 def agreement(pairs: list[Pair], which: str, threshold: float = 1.0) -> Agreement:
     """``which`` ("valid" or "search") against test: same sign wherever either is beyond
-    ``threshold`` per cent, and the largest gap in points."""
+    ``threshold`` per cent, and the largest gap in points. For "search", a pair whose search kept
+    the defaults is left out: its change is 0 by construction, and its test change is seed noise."""
     agree, checked, bad, gap, gap_pair = 0, 0, [], 0.0, None
     for q in pairs:
         v = getattr(q, which)
-        if v is None:
+        if v is None or (which == "search" and q.kept):
             continue
         if abs(v - q.test) > gap:
             gap, gap_pair = abs(v - q.test), q
@@ -141,12 +154,32 @@ def markdown(pairs: list[Pair], threshold: float = 1.0) -> str:
              "| valid, mean of the re-runs' seeds | test, same seeds | p (test) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for q in pairs:
-        lines.append(f"| {_name(q)} | {q.seeds} | {_signed(q.search)} | {_signed(q.valid)} | "
+        search = "defaults kept" if q.kept else _signed(q.search)
+        lines.append(f"| {_name(q)} | {q.seeds} | {search} | {_signed(q.valid)} | "
                      f"{_signed(q.test)} | {_p(q.p_value)} |")
     lines += ["", _line("Validation, mean of the re-runs' seeds", agreement(pairs, "valid", threshold), threshold),
-              _line("The search's one-seed change", agreement(pairs, "search", threshold), threshold)]
+              _line("The search's one-seed change (where it moved from the defaults)",
+                    agreement(pairs, "search", threshold), threshold)]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Pair", "Agreement", "ValidVsTestError", "read_pairs", "search_change",
-           "agreement", "markdown"]
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("csv", type=Path, nargs="+", help="versus_default.csv files (slifmr.report --versus-default)")
+    ap.add_argument("--tune-root", type=Path, default=Path("docs/tuning"),
+                    help="the search summaries, <root>/<dataset>/<model>/summary.json")
+    ap.add_argument("--metric", default="recall@20")
+    ap.add_argument("--threshold", type=float, default=1.0, help="a change is clear beyond this many per cent")
+    args = ap.parse_args(argv)
+    try:
+        pairs = read_pairs(args.csv, args.tune_root, args.metric)
+    except ValueError as e:  # ValidVsTestError, or a search summary that is not one
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(markdown(pairs, args.threshold))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
