@@ -138,3 +138,14 @@ def test_command_line_prints_the_table_and_names_a_missing_csv(tmp_path, data, c
     assert "| KGAT, d1 | 3 / 5 | +2.0 % | -1.0 % | -3.0 % | 0.004 |" in capsys.readouterr().out
     assert main([str(tmp_path / "nope.csv"), "--tune-root", str(tune)]) == 2
     assert "nope.csv: no such versus CSV" in capsys.readouterr().err
+
+
+def test_build_docs_names_the_page_of_a_marker_without_studies(tmp_path):
+    spec = importlib.util.spec_from_file_location("build_docs", ROOT / "scripts" / "build_docs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    page = tmp_path / "docs" / "page.md"
+    page.parent.mkdir()
+    page.write_text("<!-- report:vt kind=valid_vs_test -->\n<!-- /report:vt -->\n")
+    with pytest.raises(ValueError, match=r"page\.md: a kind=valid_vs_test marker needs studies="):
+        mod.build(tmp_path / "sweeps", page.parent)
