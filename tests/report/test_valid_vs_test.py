@@ -91,7 +91,7 @@ def test_agreement_counts_only_clear_pairs_and_the_largest_gap(data):
     stricter = agreement(pairs, "valid", threshold=4.0)  # only mf is clear at 4 %
     assert (stricter.agree, stricter.checked) == (1, 1)
     text = markdown(pairs)
-    assert "| MF-BPR, d1 | 3 / 5 | +20.0 % | +10.0 % | +5.0 % | 1e-05 |" in text
+    assert "| MF-BPR, d1 | 3 / 5 | +20.0 % | +10.0 % | +5.0 % | 1.0e-05 |" in text
     assert "same sign as test in **3 of 3**" in text and "**1 of 2**" in text and "(not: KGAT, d1)" in text
     assert "| LightGCN, d1 | 3 / 5 | defaults kept | -0.5 % | -2.0 % |" in text
 

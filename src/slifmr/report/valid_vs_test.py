@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from slifmr.report.aggregate import MODEL_NAMES, MODEL_ORDER
+from slifmr.report.tables import fmt_p
 from slifmr.tune.summary import read_summaries
 
 
@@ -131,10 +132,6 @@ def _signed(v: float | None) -> str:
     return "" if v is None else f"{v:+.1f} %"
 
 
-def _p(p: float) -> str:
-    return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
-
-
 def _name(q: Pair) -> str:
     return f"{MODEL_NAMES.get(q.model, q.model)}, {q.dataset}"
 
@@ -156,7 +153,7 @@ def markdown(pairs: list[Pair], threshold: float = 1.0) -> str:
     for q in pairs:
         search = "defaults kept" if q.kept else _signed(q.search)
         lines.append(f"| {_name(q)} | {q.seeds} | {search} | {_signed(q.valid)} | "
-                     f"{_signed(q.test)} | {_p(q.p_value)} |")
+                     f"{_signed(q.test)} | {fmt_p(q.p_value)} |")
     lines += ["", _line("Validation, mean of the re-runs' seeds", agreement(pairs, "valid", threshold), threshold),
               _line("The search's one-seed change (where it moved from the defaults)",
                     agreement(pairs, "search", threshold), threshold)]
