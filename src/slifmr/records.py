@@ -50,12 +50,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """Plain JSON: NaN/inf become null (strict JSON has no NaN), numpy/torch scalars become numbers."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -67,7 +67,7 @@ def _jsonable(obj: Any) -> Any:
 
 def atomic_write_json(path: Path, obj: Any) -> Path:
     """Serialise first (a bad value fails before anything touches the disk), then write atomically."""
-    text = json.dumps(_jsonable(obj), indent=1, allow_nan=False)
+    text = json.dumps(jsonable(obj), indent=1, allow_nan=False)
     return atomic_write_bytes(path, (text + "\n").encode())
 
 

@@ -76,3 +76,23 @@ def test_a_test_metric_cannot_be_the_objective(tmp_path, shared_data):
 
     with pytest.raises(SpaceError, match="validation metric"):
         _search(tmp_path, shared_data, trials=1, extra=["tune.metric=test/recall@20"])
+
+
+def test_resuming_a_finished_search_leaves_its_summary(tmp_path, shared_data):
+    # the summary records the session that ran the trials; a resume that runs nothing must not
+    # overwrite its wall time and date with its own (it used to: session_wall_s 0.5 s)
+    _search(tmp_path, shared_data, trials=2)
+    out = tmp_path / "tune"
+    path = out / "summary.json"
+    first = json.loads(path.read_text())
+    # make the stored session distinguishable from any the resume could write
+    first["session_wall_s"], first["written"] = 12345.6, "2000-01-01T00:00:00+00:00"
+    path.write_text(json.dumps(first))
+    best = (out / "best.yaml").read_bytes()
+    again = _search(tmp_path, shared_data, trials=2)
+    assert json.loads(path.read_text()) == first and again == first
+    assert (out / "best.yaml").read_bytes() == best
+    # a resume that does run a trial writes a new summary, with its own session's time
+    more = _search(tmp_path, shared_data, trials=3)
+    assert more["trials"] == 3 and more["session_wall_s"] != 12345.6
+    assert json.loads(path.read_text())["written"] != first["written"]

@@ -34,7 +34,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from slifmr.config import hydra_parts
-from slifmr.records import atomic_write_bytes, atomic_write_json
+from slifmr.records import atomic_write_bytes, atomic_write_json, jsonable
 from slifmr.tune.confirm import apply_confirm, confirm_settings, run_confirm
 from slifmr.tune.space import Param, SpaceError, as_overrides, check_keys, load_space, space_owner, space_source
 
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 STUDY_DB = "study.db"
 BEST_FILE = "best.yaml"
 SUMMARY_FILE = "summary.json"
+# when and for how long the writing session ran: not part of what the search found
+SESSION_KEYS = ("session_wall_s", "written")
 TRIALS_DIR = "trials"
 # Forced on every trial: validation-only selection, the test split never loaded.
 FORCED = ("test=false", "dataset.withhold_test=true")
@@ -298,6 +300,23 @@ def summarize(study, cfg: DictConfig, command: str, session_seconds: float, fixe
     }
 
 
+def unchanged_summary(path: Path, summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary on disk, when it says all that ``summary`` says but for :data:`SESSION_KEYS`.
+
+    Resuming a finished search runs nothing; rewriting its summary would replace the wall time of
+    the session that ran the trials with this one's (under a second), so the file is left alone.
+    """
+    if not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # unreadable: the caller rewrites it
+    new = json.loads(json.dumps(jsonable(summary)))
+    same = isinstance(old, dict) and all(old.get(k) == new.get(k) for k in set(old) | set(new) if k not in SESSION_KEYS)
+    return old if same else None
+
+
 def best_point_yaml(summary: dict[str, Any]) -> str:
     """``best.yaml``: the winner as a tuned point (overrides + where they came from)."""
     best = summary["best"]
@@ -377,7 +396,12 @@ def run_search(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
     if confirm is not None:
         summary = apply_confirm(summary, confirm)
         summary["session_wall_s"] = round(time.perf_counter() - started, 1)
-    atomic_write_json(out / SUMMARY_FILE, summary)
+    kept = unchanged_summary(out / SUMMARY_FILE, summary)
+    if kept is not None:  # a finished search resumed: nothing ran, the summary keeps its session's time
+        log.info("tune: nothing new since %s; %s left as written", kept.get("written"), SUMMARY_FILE)
+        summary = kept
+    else:
+        atomic_write_json(out / SUMMARY_FILE, summary)
     if summary["best"] is not None:
         atomic_write_bytes(out / BEST_FILE, best_point_yaml(summary).encode())
     else:
