@@ -1,7 +1,7 @@
 """Copy the small files that a study's tables and a search's resume need, and nothing else.
 
-    python scripts/keep_records.py outputs/sweeps/table2_tuned/ml-100k-kg docs/records/table2_tuned_ml100k/tuned/ml-100k-kg   # keep
-    python scripts/keep_records.py docs/records/table2_tuned_ml100k/tuned outputs/sweeps/table2_tuned   # restore
+    python scripts/keep_records.py outputs/sweeps/table2_tuned/ml-100k-kg docs/records/table2_tuned/ml-100k-kg   # keep
+    python scripts/keep_records.py docs/records/table2_tuned outputs/sweeps/table2_tuned   # restore
     python scripts/keep_records.py outputs/tune/ml-100k-kg/kgrec docs/records/tune/ml-100k-kg/kgrec
 
 Why: a table in docs/ is generated from run records (``slifmr.report``), and its paired p-values
