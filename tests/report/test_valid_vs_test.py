@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from slifmr.report.valid_vs_test import ValidVsTestError, agreement, markdown, read_pairs, search_change
+from slifmr.report.valid_vs_test import (ValidVsTestError, agreement, kept_defaults, markdown, read_pairs,
+                                         search_change)
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = ["model", "dataset", "variant", "metric", "default_mean", "default_std", "default_n", "variant_mean",
@@ -99,6 +100,12 @@ def test_agreement_counts_only_clear_pairs_and_the_largest_gap(data):
 def test_search_without_a_finished_defaults_trial():
     assert search_change({"best": {"value": 0.3}, "default": {"value": None}}) is None
     assert search_change({"best": {"value": 0.3}}) is None
+
+
+def test_search_without_a_completed_trial():
+    # every trial pruned: a defaults' value but no best; neither a change nor "defaults kept"
+    s = {"best": None, "default": {"trial": 0, "value": 0.2, "params": {"model.lr": 0.01}}}
+    assert search_change(s) is None and kept_defaults(s) is False
 
 
 def test_bad_input_names_the_file_and_line(tmp_path, data):

@@ -28,7 +28,7 @@ from typing import Any
 
 from slifmr.report.aggregate import MODEL_NAMES, MODEL_ORDER
 from slifmr.report.tables import fmt_p
-from slifmr.tune.summary import read_summaries
+from slifmr.tune.summary import moved_params, read_summaries
 
 
 class ValidVsTestError(ValueError):
@@ -54,16 +54,16 @@ def _pct(new: float, old: float) -> float:
 
 
 def kept_defaults(summary: dict[str, Any]) -> bool:
-    """Whether the selected point is the defaults' point (same parameters)."""
+    """Whether the search selected the defaults' point (no key moved; the tuning table's 'defaults')."""
     default = summary.get("default") or {}
-    return default.get("params") is not None and summary["best"].get("params") == default["params"]
+    return bool(summary.get("best")) and default.get("params") is not None and not moved_params(summary["best"], default)
 
 
 def search_change(summary: dict[str, Any]) -> float | None:
     """The selected trial's validation score against the defaults' trial, in per cent (None when
-    the search has no finished defaults' trial)."""
+    the search has no finished defaults' trial or no completed one)."""
     default = summary.get("default") or {}
-    if default.get("value") is None:
+    if default.get("value") is None or not summary.get("best"):
         return None
     return _pct(float(summary["best"]["value"]), float(default["value"]))
 

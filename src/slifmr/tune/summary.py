@@ -54,10 +54,16 @@ def _num(v: Any) -> str:
     return str(v)
 
 
+def moved_params(best: dict[str, Any], default: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """The tuned point's (key, value) pairs that differ from the defaults' trial; [] when the
+    search kept the defaults."""
+    base = (default or {}).get("params") or {}
+    return [(k, v) for k, v in (best.get("params") or {}).items() if k not in base or base[k] != v]
+
+
 def changed_params(best: dict[str, Any], default: dict[str, Any] | None) -> str:
     """The tuned point's keys whose value differs from the defaults' trial ('defaults' if none)."""
-    base = (default or {}).get("params") or {}
-    diff = [(k, v) for k, v in (best.get("params") or {}).items() if k not in base or base[k] != v]
+    diff = moved_params(best, default)
     if not diff:
         return "defaults"
     return ", ".join(f"{k.removeprefix('model.')} {_num(v)}" for k, v in diff)
